@@ -1,0 +1,225 @@
+"""Command-line plumbing shared by ``python -m candle_mbo`` (HPO) and ``python -m candle_mbo.upf``.
+
+Thin on purpose: option parsing, the YAML ``--config`` file, and ``main()``, which turns bad input into
+one ``error: ...`` line with exit code 2 and any other failure into a one-line error, a traceback file
+and exit code 1 -- ending every MPI rank, never leaving the job hanging.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import traceback
+
+import yaml
+
+from .errors import UsageError
+from .pool import Pool
+from .progress import setup_logging
+
+log = logging.getLogger("candle_mbo")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``, exit code 2) instead of a usage dump."""
+
+    def error(self, message):
+        raise UsageError("%s (see --help)" % message)
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1, got %s" % text)
+    return value
+
+
+def nonnegative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or a positive number of seconds, got %s" % text)
+    return value
+
+
+positive_int.__name__ = "a whole number >= 1"
+nonnegative_float.__name__ = "seconds"
+
+
+def add_common_arguments(parser):
+    """Options shared by the HPO and UPF workflows."""
+    group = parser.add_argument_group("model and runs")
+    group.add_argument("--model", metavar="MODEL",
+                       help="the benchmark: a .py file defining initialize_parameters() and run(params), "
+                            "or an importable module name")
+    group.add_argument("--default-model", metavar="FILE",
+                       help="a defaults file (INI) to use instead of the benchmark's own")
+    group.add_argument("--objective", default="val_loss", metavar="KEY",
+                       help="history entry to optimize or report (default: val_loss)")
+    group.add_argument("--reduction", default="last", choices=("last", "min", "max"),
+                       help="which value of the objective's history counts (default: last, as CANDLE)")
+    group.add_argument("--timeout", type=nonnegative_float, default=0, metavar="S",
+                       help="kill a run after S seconds and record it as 'timeout' (default: 0, no limit)")
+    group.add_argument("--isolation", default="process", choices=("process", "none"),
+                       help="'process' (default): each worker runs the model in a resident subprocess that a "
+                            "crash or timeout cannot take down with the job; 'none': in the worker itself, "
+                            "fastest, but a crash ends the job and timeouts are best-effort")
+    group.add_argument("--memory-limit", type=positive_int, metavar="MB",
+                       help="address-space limit of each runner process, in MB (isolation 'process' only)")
+    group = parser.add_argument_group("workers")
+    group.add_argument("--threads-per-worker", type=positive_int, metavar="N",
+                       help="OMP_NUM_THREADS / NUM_INTRA_THREADS / NUM_INTER_THREADS of each worker "
+                            "(default: the node's cores divided by the ranks on the node)")
+    group.add_argument("--gpus-per-worker", type=int, default=0, metavar="K",
+                       help="set CUDA_VISIBLE_DEVICES to K GPUs per worker, by node-local worker index")
+    group = parser.add_argument_group("experiment")
+    group.add_argument("--output", metavar="DIR",
+                       help="experiment directory (default: a new experiments/EXPnnn)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the experiment in --output: finished runs are kept, the rest runs")
+    group.add_argument("--config", metavar="YAML",
+                       help="read options from a YAML mapping (keys are option names); the command line wins")
+    group.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
+    group.add_argument("--verbose", action="store_true", help="debug messages")
+    group.add_argument("--no-report", action="store_true", help="do not render the plots at the end")
+
+
+def option_names(parser):
+    """{'budget': action, ...} for every long option, with dashes and underscores both accepted."""
+    names = {}
+    for action in parser._actions:  # noqa: SLF001 - argparse exposes no public list
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag not in ("--help", "--config"):
+                names[flag[2:]] = action
+                names[flag[2:].replace("-", "_")] = action
+    return names
+
+
+def config_tokens(parser, path):
+    """Turn a YAML config file into command-line tokens, validating every key and value."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise UsageError("--config %s: file not found" % path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = ":%d" % (mark.line + 1) if mark is not None else ""
+        raise UsageError("--config %s%s: not valid YAML (%s)" % (path, where, getattr(exc, "problem", exc))) from None
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise UsageError("--config %s: expected a mapping of option: value, got a %s" % (path, type(data).__name__))
+    names = option_names(parser)
+    unknown = sorted(str(k) for k in data if str(k) not in names)
+    if unknown:
+        valid = sorted({a.option_strings[-1][2:] for a in names.values()})
+        raise UsageError("--config %s: unknown key%s %s; valid keys: %s"
+                         % (path, "s" if len(unknown) > 1 else "", ", ".join(unknown), ", ".join(valid)))
+    tokens = []
+    for key, value in data.items():
+        action = names[str(key)]
+        flag = action.option_strings[-1]
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):  # noqa: SLF001
+            if not isinstance(value, bool):
+                raise UsageError("--config %s: %s must be true or false, got %r" % (path, key, value))
+            if value == isinstance(action, argparse._StoreTrueAction):  # noqa: SLF001
+                tokens.append(flag)
+            continue
+        if value is None:
+            continue
+        if isinstance(value, (list, dict)):
+            raise UsageError("--config %s: %s must be a single value, got %r" % (path, key, value))
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        converted = text
+        if action.type is not None:
+            try:
+                converted = action.type(text)
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+                raise UsageError("--config %s: %s: invalid value %r (%s)" % (path, key, value, exc)) from None
+        if action.choices is not None and converted not in action.choices:
+            raise UsageError("--config %s: %s: %r is not one of %s"
+                             % (path, key, value, ", ".join(map(str, action.choices))))
+        tokens += [flag, text]
+    return tokens
+
+
+def parse_arguments(parser, argv=None):
+    """Parse ``argv`` on top of the ``--config`` file's options (the command line wins)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    tokens = config_tokens(parser, known.config) if known.config else []
+    args = parser.parse_args(tokens + argv)
+    args.config_tokens = tokens
+    return args
+
+
+def require(args, *names):
+    for name in names:
+        if not getattr(args, name.replace("-", "_"), None):
+            raise UsageError("--%s is required (on the command line or as '%s:' in --config)" % (name, name))
+
+
+def main(build_parser, workflow, argv=None):
+    """Run ``workflow(args, pool)`` on rank 0 and the worker loop elsewhere; return the exit code."""
+    pool, code = Pool.create()
+    if pool is None:
+        return code
+    setup_logging(rank=0)
+    context = {"error_dir": None}
+    try:
+        args = parse_arguments(build_parser(), argv)
+        if args.verbose:
+            logging.getLogger("candle_mbo").setLevel(logging.DEBUG)
+        return workflow(args, pool, context)
+    except UsageError as exc:
+        sys.stdout.flush()
+        print("error: %s" % exc, file=sys.stderr, flush=True)
+        _release(pool)
+        return exc.exit_code
+    except SystemExit as exc:  # --help
+        _release(pool)
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr, flush=True)
+        if pool.started:
+            pool.abort(130)
+        return 130
+    except BaseException as exc:  # noqa: BLE001 - a bug or a broken framework: end every rank, loudly
+        path = _write_traceback(context.get("error_dir"))
+        print("error: %s: %s (full traceback: %s)" % (type(exc).__name__, " ".join(str(exc).split())[:300], path),
+              file=sys.stderr, flush=True)
+        if pool.started:
+            pool.abort(1)
+        else:
+            _release(pool)
+        return 1
+
+
+def _release(pool):
+    if pool.started:
+        pool.close()
+    else:
+        pool.stop_unstarted()
+
+
+def _write_traceback(folder):
+    text = traceback.format_exc()
+    try:
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, "master-traceback.txt")
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            return path
+    except OSError:
+        pass
+    fd, path = tempfile.mkstemp(prefix="candle-mbo-traceback-", suffix=".txt")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path

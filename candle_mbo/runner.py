@@ -1,0 +1,395 @@
+"""The runner: one parameter set in, one result out.
+
+It knows nothing about MPI, mlrMBO or UPF. The same code runs inside an isolated runner subprocess, in
+a worker rank directly (``--isolation none``), and in tests.
+
+Per run it creates ``<run_dir>/`` with ``params.json`` (exactly what ``run()`` received), ``model.log``
+(the run's stdout and stderr) and ``result.json`` (status, objective, duration, history as lists).
+"""
+
+import ast
+import contextlib
+import importlib
+import importlib.util
+import inspect
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+from . import _benchmark
+from ._fileio import write_json_atomic
+from .status import CRASHED, FAILED, OK, TIMEOUT  # noqa: F401 - re-exported for callers
+
+REDUCTIONS = ("last", "min", "max")
+
+
+class ModelError(Exception):
+    """The model cannot be used at all (missing file, syntax error, no run()): bad input, exit 2."""
+
+
+def _syntax_error_message(path, exc):
+    line = (exc.text or "").strip()
+    return "%s:%s: syntax error: %s%s" % (path, exc.lineno, exc.msg, (" in %r" % line) if line else "")
+
+
+def check_model_source(spec):
+    """Cheap checks that need no import: the file exists and compiles. Returns the resolved spec."""
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        path = os.path.abspath(spec)
+        if not os.path.exists(path):
+            raise ModelError("model file not found: %s" % spec)
+        if os.path.isdir(path):
+            raise ModelError("model %s is a directory; give the benchmark's .py file" % spec)
+        try:
+            with open(path, "rb") as handle:
+                source = handle.read()
+            ast.parse(source, filename=path)
+        except SyntaxError as exc:
+            raise ModelError(_syntax_error_message(path, exc)) from None
+        except (OSError, ValueError) as exc:
+            raise ModelError("cannot read model file %s: %s" % (path, exc)) from None
+        return path
+    if importlib.util.find_spec(spec.split(".")[0]) is None:
+        raise ModelError("model %s is neither a .py file nor an importable module" % spec)
+    return spec
+
+
+def load_model(spec):
+    """Import the user's module from a .py path (its folder goes on sys.path) or a module name.
+
+    Imported once per process: a second call with the same spec returns the module already loaded.
+    """
+    spec = check_model_source(spec)
+    if spec.endswith(".py") and os.path.isabs(spec):
+        folder = os.path.dirname(spec)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        name = os.path.splitext(os.path.basename(spec))[0]
+        existing = sys.modules.get(name)
+        if existing is not None and os.path.abspath(getattr(existing, "__file__", "") or "") == spec:
+            module = existing
+        else:
+            module_spec = importlib.util.spec_from_file_location(name, spec)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            saved_argv = sys.argv
+            sys.argv = [spec]
+            try:
+                module_spec.loader.exec_module(module)
+            except SyntaxError as exc:
+                del sys.modules[name]
+                raise ModelError(_syntax_error_message(exc.filename or spec, exc)) from None
+            except BaseException as exc:  # noqa: BLE001 - any failure of user code at import is bad input
+                del sys.modules[name]
+                raise ModelError("importing %s failed: %s" % (spec, _one_line(exc))) from exc
+            finally:
+                sys.argv = saved_argv
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except BaseException as exc:  # noqa: BLE001
+            raise ModelError("importing %s failed: %s" % (spec, _one_line(exc))) from exc
+    missing = [fn for fn in ("initialize_parameters", "run") if not callable(getattr(module, fn, None))]
+    if missing:
+        raise ModelError("model %s defines no %s(); a CANDLE benchmark needs initialize_parameters() and run(params)"
+                         % (spec, " and no ".join(missing)))
+    return module
+
+
+def _one_line(exc):
+    text = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+    return " ".join(text.split())[:500]
+
+
+def objective_from(returned, key="val_loss", reduction="last"):
+    """Read the objective from what run() returned.
+
+    Accepts a Keras-History-like object (``.history`` dict), a dict of lists, a dict of scalars, a plain
+    number, or CANDLE's ``(val_scores, infer_scores)`` tuple. Returns ``(objective, history, extra)``;
+    objective is None when run() returned None. Raises ValueError with a message for the user otherwise.
+    """
+    extra = None
+    if returned is None:
+        return None, None, None
+    if isinstance(returned, tuple) and len(returned) == 2 and not _is_number(returned[0]):
+        returned, extra = returned
+    history = getattr(returned, "history", None)
+    if isinstance(history, dict):
+        returned = history
+    if _is_number(returned):
+        return _finite(_to_float(returned), "run() returned"), None, _plain(extra)
+    if not isinstance(returned, dict):
+        raise ValueError("run() returned %s, which holds no objective; return a Keras History, a dict such as "
+                         "{'%s': [...]}, or a number" % (type(returned).__name__, key))
+    history = {str(k): _as_list(v) for k, v in returned.items()}
+    if key not in history:
+        raise ValueError("the history has no '%s' (it has: %s); choose one with --objective"
+                         % (key, ", ".join(sorted(history)) or "nothing"))
+    values = [v for v in history[key] if v is not None]
+    if not values:
+        raise ValueError("the history's '%s' is empty" % key)
+    numbers = []
+    for value in values:
+        if not _is_number(value):
+            raise ValueError("the history's '%s' holds %r, not a number" % (key, value))
+        numbers.append(_to_float(value))
+    if reduction == "last":
+        objective = numbers[-1]
+    elif reduction == "min":
+        objective = min(numbers)
+    elif reduction == "max":
+        objective = max(numbers)
+    else:
+        raise ValueError("unknown reduction %r; choose one of %s" % (reduction, ", ".join(REDUCTIONS)))
+    return _finite(objective, "'%s' (%s)" % (key, reduction)), history, _plain(extra)
+
+
+def _finite(value, what):
+    if not math.isfinite(value):
+        raise ValueError("%s is %s, not a finite number" % (what, value))
+    return value
+
+
+def _is_number(value):
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    shape = getattr(value, "shape", None)
+    if shape is not None and tuple(shape) in ((), (1,)) and hasattr(value, "__float__"):
+        return True
+    return False
+
+
+def _to_float(value):
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def _as_list(value):
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return [_plain(value)]
+
+
+def _plain(value):
+    """A JSON-friendly copy: numpy/torch scalars to floats, arrays to lists, types to their names."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, type):
+        return value.__name__
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    if hasattr(value, "item"):
+        try:
+            return _plain(value.item())
+        except (TypeError, ValueError):
+            pass
+    if hasattr(value, "__float__"):
+        try:
+            return _plain(float(value))
+        except (TypeError, ValueError):
+            pass
+    return repr(value)
+
+
+def plain_params(params):
+    """Parameters as JSON-friendly values (what params.json records)."""
+    return {str(k): _plain(v) for k, v in params.items()}
+
+
+@contextlib.contextmanager
+def _captured_output(log_path, fd_level):
+    """Send stdout/stderr to ``log_path``: at the fd level in a dedicated process, else sys-level only."""
+    log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+    saved = (sys.stdout, sys.stderr)
+    saved_fds = None
+    try:
+        if fd_level:
+            for stream in saved:
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            saved_fds = (os.dup(1), os.dup(2))
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log
+        yield log
+    finally:
+        with contextlib.suppress(Exception):
+            log.flush()
+        sys.stdout, sys.stderr = saved
+        if saved_fds:
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            os.close(saved_fds[0])
+            os.close(saved_fds[1])
+        log.close()
+
+
+class Runner:
+    """Runs parameter sets through a CANDLE benchmark module imported once.
+
+    ``objective``/``reduction`` say which history entry is the objective; ``require_objective`` turns a
+    run() returning None into a failure (HPO needs a number; UPF does not). ``default_model`` names a
+    defaults file to use instead of the benchmark's own. ``fd_capture`` redirects the process' file
+    descriptors 1 and 2 into each run's model.log (right in a dedicated runner process, wrong in a
+    process that has other output to keep).
+    """
+
+    def __init__(self, model, objective="val_loss", reduction="last", require_objective=False,
+                 default_model=None, experiment_id="EXP000", fd_capture=False):
+        if reduction not in REDUCTIONS:
+            raise ValueError("unknown reduction %r; choose one of %s" % (reduction, ", ".join(REDUCTIONS)))
+        self.model_spec = model
+        self.module = load_model(model)
+        self.objective = objective
+        self.reduction = reduction
+        self.require_objective = require_objective
+        self.default_model = os.path.abspath(default_model) if default_model else None
+        self.experiment_id = experiment_id
+        self.fd_capture = fd_capture
+        self._accepts_default_model = _accepts_keyword(self.module.initialize_parameters, "default_model")
+
+    def describe(self):
+        """The benchmark's resolved default parameters and definitions, without running it."""
+        with tempfile.TemporaryDirectory(prefix="candle-mbo-probe-") as scratch, _quiet(), \
+                _benchmark.run_context({"output_dir": scratch}, config_file=self.default_model) as context:
+            saved_argv, sys.argv = sys.argv, [self._argv0()]
+            try:
+                params = self._initialize()
+            finally:
+                sys.argv = saved_argv
+        if isinstance(params, dict):
+            params.pop("output_dir", None)
+        definitions = context.get("definitions") or {}
+        return {
+            "params": plain_params(params if isinstance(params, dict) else {}),
+            "definitions": {name: _describe_definition(d) for name, d in definitions.items()},
+        }
+
+    def _argv0(self):
+        return getattr(self.module, "__file__", None) or self.model_spec
+
+    def _initialize(self):
+        if self._accepts_default_model and self.default_model:
+            return self.module.initialize_parameters(default_model=self.default_model)
+        return self.module.initialize_parameters()
+
+    def run(self, task):
+        """Run one task ``{"run_id", "params", "run_dir"}``; return the result record (never raises)."""
+        run_id = str(task["run_id"])
+        run_dir = os.path.abspath(task["run_dir"])
+        os.makedirs(run_dir, exist_ok=True)
+        hyper = dict(task.get("params") or {})
+        started = time.time()
+        record = {"run_id": run_id, "status": FAILED, "objective": None, "started": started}
+        history = extra = None
+        overrides = dict(hyper)
+        overrides.update(output_dir=run_dir, run_id=run_id, experiment_id=self.experiment_id)
+        saved_argv, saved_cwd = sys.argv, os.getcwd()
+        with _captured_output(os.path.join(run_dir, "model.log"), self.fd_capture) as log:
+            try:
+                sys.argv = [self._argv0()]
+                os.chdir(run_dir)
+                with _benchmark.run_context(overrides, config_file=self.default_model) as context:
+                    params = self._initialize()
+                    if not isinstance(params, dict):
+                        raise TypeError("initialize_parameters() returned %s, not a dict" % type(params).__name__)
+                    definitions = context.get("definitions") or {}
+                    for name, value in overrides.items():
+                        params[name] = _benchmark.coerce_value(
+                            definitions.get(name) or _implied_definition(name, params.get(name)), value,
+                            "run parameter ")
+                write_json_atomic(os.path.join(run_dir, "params.json"), plain_params(params))
+                returned = self.module.run(params)
+                objective, history, extra = objective_from(returned, self.objective, self.reduction)
+                if objective is None and self.require_objective:
+                    raise ValueError("run() returned None; this workflow needs an objective ('%s')" % self.objective)
+                record["status"] = OK
+                record["objective"] = objective
+            except BaseException as exc:  # noqa: BLE001 - a failed run is data, never a crash of the runner
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                record["error"] = _one_line(exc)
+                if isinstance(exc, SystemExit):
+                    record["error"] = "the model called sys.exit(%s)" % (exc.code,)
+                traceback.print_exc(file=log)
+            finally:
+                sys.argv = saved_argv
+                with contextlib.suppress(OSError):
+                    os.chdir(saved_cwd)
+        finished = time.time()
+        record.update(finished=finished, duration_s=round(finished - started, 6))
+        if history:
+            record["metrics"] = {k: v[-1] for k, v in history.items() if v and isinstance(v[-1], (int, float))}
+        write_run_result(run_dir, record, history, extra)
+        return record
+
+
+def write_run_result(run_dir, record, history=None, extra=None):
+    """Write ``result.json`` for a run (also used by the supervisor when a runner died mid-run)."""
+    result = dict(record)
+    if history is not None:
+        result["history"] = history
+    if extra is not None:
+        result["infer_scores"] = extra
+    write_json_atomic(os.path.join(run_dir, "result.json"), result)
+
+
+def _implied_definition(name, current):
+    """Coercion rule for a parameter the benchmark does not declare: follow its current value's type."""
+    if isinstance(current, list):
+        return {"name": name, "default": current}
+    if isinstance(current, bool):
+        return {"name": name, "type": _benchmark.str2bool}
+    if isinstance(current, (int, float)) and not isinstance(current, bool):
+        return {"name": name, "type": type(current)}
+    return None
+
+
+def _describe_definition(definition):
+    out = {}
+    for key in ("type", "nargs", "choices", "action", "default"):
+        if key in definition:
+            value = definition[key]
+            if key == "type":
+                value = getattr(value, "__name__", str(value))
+            out[key] = _plain(value)
+    return out
+
+
+def _accepts_keyword(function, name):
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+@contextlib.contextmanager
+def _quiet():
+    saved = (sys.stdout, sys.stderr)
+    sys.stdout = sys.stderr = io.StringIO()
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def dumps_record(record):
+    """One results.jsonl line (no NaN: non-finite floats are written as strings)."""
+    return json.dumps(_plain(record), sort_keys=False, allow_nan=False)

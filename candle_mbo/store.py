@@ -1,0 +1,299 @@
+"""The experiment store: one output directory, one results log that is the single source of truth.
+
+Layout of an experiment directory::
+
+    experiment.yaml   every resolved setting (written atomically at start)
+    results.jsonl     one JSON record per finished run, appended and flushed as it arrives
+    results.csv       the same records as a table (rebuilt from results.jsonl on resume and at the end)
+    runs/<run_id>/    params.json, result.json, model.log (written by the runner)
+    logs/             runner logs and, after a fatal error, the master's traceback
+    .lock             held (flock) by the job using the directory
+
+Durability: a record is written with one ``write`` of a whole line and flushed to the OS at once, so a
+kill -9 of the job loses no finished run; it is fsynced at most once a second (and at the end), which
+bounds what a power loss could take. A torn last line (killed mid-write) is dropped on resume, with a
+warning; a corrupt line in the middle stops the resume, so that no record is ever dropped silently.
+"""
+
+import csv
+import datetime
+import errno
+import fcntl
+import io
+import json
+import logging
+import os
+import re
+import socket
+import time
+
+import yaml
+
+from ._fileio import write_text_atomic
+from .errors import UsageError
+from .runner import dumps_record
+
+log = logging.getLogger("candle_mbo.store")
+
+FIXED_COLUMNS = ("run_id", "status", "objective", "duration_s", "worker", "started", "finished")
+_UNSAFE_ID = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def check_run_id(run_id):
+    """Return an error message if ``run_id`` cannot be a directory name under runs/, else None."""
+    if not isinstance(run_id, str) or not run_id.strip():
+        return "a run id must be a non-empty string, not %r" % (run_id,)
+    if run_id in (".", "..") or _UNSAFE_ID.search(run_id):
+        return "run id %r is not a safe file name (no '/', '\\', control characters, '.' or '..')" % run_id
+    if len(run_id.encode("utf-8")) > 200:
+        return "run id %r is longer than 200 bytes" % run_id[:40]
+    return None
+
+
+def next_experiment_dir(root="experiments"):
+    """A fresh ``experiments/EXPnnn`` (created, so that two jobs never get the same one)."""
+    os.makedirs(root, exist_ok=True)
+    numbers = [int(m.group(1)) for m in (re.fullmatch(r"EXP(\d+)", n) for n in os.listdir(root)) if m]
+    number = max(numbers, default=0) + 1
+    while True:
+        path = os.path.join(root, "EXP%03d" % number)
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            number += 1
+
+
+class Experiment:
+    """Owns an experiment directory: its lock, its settings file and its results log.
+
+    ``param_columns`` orders the parameter columns of results.csv; ``extra_columns`` come after the
+    fixed ones (e.g. ``iteration``, ``prop_type`` for HPO).
+    """
+
+    def __init__(self, path, resume=False, param_columns=(), extra_columns=()):
+        self.path = os.path.abspath(path)
+        self.resume = resume
+        self.param_columns = list(param_columns)
+        self.extra_columns = list(extra_columns)
+        self.records = []
+        self._lock_handle = None
+        self._jsonl = None
+        self._csv = None
+        self._csv_writer = None
+        self._last_sync = 0.0
+        self.created = False
+        self.warnings = []
+
+    # -- paths ---------------------------------------------------------------------------------
+    def file(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def run_dir(self, run_id):
+        return self.file("runs", run_id)
+
+    @property
+    def finished_ids(self):
+        return {r["run_id"] for r in self.records}
+
+    # -- opening -------------------------------------------------------------------------------
+    def check(self):
+        """Validate the directory for a new or resumed experiment without changing anything."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise UsageError("--output %s is a file, not a directory" % self.path)
+        existing = os.path.isdir(self.path) and [n for n in os.listdir(self.path) if n != ".lock"]
+        if self.resume:
+            if not os.path.isfile(self.file("experiment.yaml")):
+                raise UsageError("--resume: %s holds no experiment (no experiment.yaml); "
+                                 "start it without --resume" % self.path)
+        elif existing:
+            what = "an experiment" if os.path.exists(self.file("results.jsonl")) else "files"
+            raise UsageError("--output %s already holds %s; add --resume to continue it, or choose an empty "
+                             "or new directory" % (self.path, what))
+        parent = self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if parent and not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError("--output %s is not writable (no write permission on %s)" % (self.path, parent))
+
+    def open(self):
+        """Create (or reopen) the directory, take the lock, and load the results log when resuming."""
+        self.check()
+        try:
+            if not os.path.isdir(self.path):
+                os.makedirs(self.path)
+                self.created = True
+        except OSError as exc:
+            raise UsageError("cannot create --output %s: %s" % (self.path, exc.strerror)) from None
+        self._lock()
+        os.makedirs(self.file("runs"), exist_ok=True)
+        os.makedirs(self.file("logs"), exist_ok=True)
+        if self.resume:
+            self.records = load_results(self.file("results.jsonl"), repair=True, warn=self.warnings.append)
+        self._jsonl = open(self.file("results.jsonl"), "a", encoding="utf-8")
+        self.rewrite_csv()
+        return self
+
+    def _lock(self):
+        path = self.file(".lock")
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                handle.close()
+                raise UsageError("--output %s is in use by another job (%s); wait for it to finish or choose "
+                                 "another directory" % (self.path, owner)) from None
+            log.warning("file locking is not supported on %s (%s); make sure no other job uses it",
+                        self.path, exc.strerror)
+        handle.seek(0)
+        handle.truncate()
+        handle.write("pid %d on %s since %s\n" % (os.getpid(), socket.gethostname(), _iso(time.time())))
+        handle.flush()
+        self._lock_handle = handle
+
+    def write_settings(self, settings):
+        """Write experiment.yaml (atomically)."""
+        text = yaml.safe_dump(settings, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        write_text_atomic(self.file("experiment.yaml"), text)
+
+    def read_settings(self):
+        with open(self.file("experiment.yaml"), encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+        if not isinstance(data, dict):
+            raise UsageError("%s is not a valid experiment.yaml" % self.file("experiment.yaml"))
+        return data
+
+    # -- recording -----------------------------------------------------------------------------
+    def append(self, record):
+        """Record one finished run: results.jsonl first (the truth), then a results.csv row."""
+        line = dumps_record(record) + "\n"
+        self._jsonl.write(line)
+        self._jsonl.flush()
+        now = time.monotonic()
+        if now - self._last_sync >= 1.0:
+            os.fsync(self._jsonl.fileno())
+            self._last_sync = now
+        self.records.append(record)
+        self._append_csv(record)
+
+    def _append_csv(self, record):
+        if self._csv is None:
+            return
+        self._csv_writer.writerow(self._csv_row(record))
+        self._csv.flush()
+
+    def _columns(self):
+        return list(FIXED_COLUMNS) + self.extra_columns + self.param_columns
+
+    def _csv_row(self, record):
+        row = [_cell(record.get(c)) if c not in ("started", "finished") else _iso(record.get(c))
+               for c in FIXED_COLUMNS]
+        row += [_cell(record.get(c)) for c in self.extra_columns]
+        params = record.get("params") or {}
+        row += [_cell(params.get(c)) for c in self.param_columns]
+        return row
+
+    def rewrite_csv(self):
+        """Rebuild results.csv from the records (atomically), and reopen it for appending."""
+        known = set(self.param_columns)
+        for record in self.records:
+            for key in record.get("params") or {}:
+                if key not in known:
+                    self.param_columns.append(key)
+                    known.add(key)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(self._columns())
+        for record in self.records:
+            writer.writerow(self._csv_row(record))
+        if self._csv is not None:
+            self._csv.close()
+        write_text_atomic(self.file("results.csv"), buffer.getvalue())
+        self._csv = open(self.file("results.csv"), "a", newline="", encoding="utf-8")
+        self._csv_writer = csv.writer(self._csv)
+
+    def close(self):
+        """Flush and fsync the log, rebuild the CSV, release the lock."""
+        if self._jsonl is not None:
+            self._jsonl.flush()
+            os.fsync(self._jsonl.fileno())
+            self._jsonl.close()
+            self._jsonl = None
+        if self._csv is not None:
+            self.rewrite_csv()
+            self._csv.close()
+            self._csv = None
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+
+class CorruptResults(UsageError):
+    """results.jsonl holds a line that is not a record, before its last line."""
+
+
+def load_results(path, repair=False, warn=log.warning):
+    """Read results.jsonl; tolerate (and with ``repair``, cut off) a torn last line; refuse other damage.
+
+    Every record is written as one whole line ending in a newline, so only the text after the last
+    newline can be torn. Any other unreadable line is corruption and raises CorruptResults.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as handle:
+        data = handle.read()
+    *complete, tail = data.split(b"\n")
+    records, seen = [], set()
+
+    def parse(raw, number):
+        record = json.loads(raw.decode("utf-8"))
+        if not isinstance(record, dict) or "run_id" not in record or "status" not in record:
+            raise ValueError("not a run record")
+        if record["run_id"] in seen:
+            warn("%s:%d: run %s is recorded twice; keeping the first record" % (path, number, record["run_id"]))
+            return
+        seen.add(record["run_id"])
+        records.append(record)
+
+    for number, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        try:
+            parse(raw, number)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptResults("%s:%d: corrupt record (%s); refusing to continue so that no record is lost "
+                                 "silently: fix or remove that line" % (path, number, exc)) from None
+    if tail.strip():
+        number = len(complete) + 1
+        try:
+            parse(tail, number)
+        except (ValueError, UnicodeDecodeError):
+            warn("%s:%d: dropped a torn last line (the job was killed while writing it; that run will run "
+                 "again)" % (path, number))
+            if repair:
+                with open(path, "r+b") as handle:
+                    handle.truncate(len(data) - len(tail))
+        else:
+            if repair:
+                with open(path, "ab") as handle:
+                    handle.write(b"\n")
+    return records
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def _iso(stamp):
+    if not isinstance(stamp, (int, float)):
+        return ""
+    return datetime.datetime.fromtimestamp(stamp).isoformat(timespec="seconds")
