@@ -30,6 +30,9 @@ cm_required_packages <- c("ParamHelpers", "mlr", "smoof", "mlrMBO", "lhs", "rand
 
 cm <- new.env()
 
+# Name of the objective column in mlrMBO's design and path (not "y": spaces may have a parameter y).
+cm_y_name <- "cm_objective"
+
 cm_check_packages <- function() {
   missing <- cm_required_packages[!vapply(cm_required_packages, requireNamespace, logical(1), quietly = TRUE)]
   if (length(missing)) {
@@ -76,6 +79,7 @@ cm_load_space <- function(path) {
                  class(ps)[1]), call. = FALSE)
   }
   if (length(ps$pars) == 0) stop(sprintf("%s: `param.set` has no parameters", path), call. = FALSE)
+  if (cm_y_name %in% getParamIds(ps)) stop(sprintf("%s: the name %s is reserved", path, cm_y_name), call. = FALSE)
   for (p in ps$pars) {
     if (p$type %in% c("discrete", "discretevector") && length(p$values) == 0) {
       stop(sprintf("%s: discrete parameter '%s' has no values", path, p$id), call. = FALSE)
@@ -131,7 +135,8 @@ cm_make_crit <- function(name) {
 # propose_points, crit, profile ('mlrmbo' or 'fast'), iters (termination, used by mbo() only).
 cm_make_control <- function(settings) {
   k <- as.integer(settings$propose_points)
-  control <- makeMBOControl(propose.points = k, store.model.at = integer(0), on.surrogate.error = "stop")
+  control <- makeMBOControl(propose.points = k, y.name = cm_y_name, store.model.at = integer(0),
+                            on.surrogate.error = "stop")
   crit <- cm_make_crit(settings$crit)
   infill.args <- list(control = control, crit = crit)
   if (identical(settings$profile, "fast")) {
@@ -390,7 +395,7 @@ cm_tell <- function(items_json) {
     mlrMBO:::finalizeMboLoop(cm$state)
   }
   for (id in ids[!is.na(ids)]) cm$extras[[as.character(id)]] <- NULL
-  stopifnot(all(is.finite(mlrMBO:::getOptStateOptPath(cm$state)$env$path$y)))
+  stopifnot(all(is.finite(cm_path_y())))
   cm_to_json(as.list(y_new))
 }
 
@@ -398,7 +403,7 @@ cm_tell <- function(items_json) {
 # successful run).
 cm_rebuild_state <- function(y) {
   design <- cm$told_x
-  design$y <- y
+  design[[cm_y_name]] <- y
   cm$state <- initSMBO(par.set = cm$par.set, design = design, learner = cm$learner, control = cm$control,
                        minimize = cm$minimize, noisy = FALSE, show.info = FALSE)
 }
@@ -467,8 +472,12 @@ cm_propose <- function(k, seed) {
 
 # The lie for pending points (constant liar): settings$lie is 'min', 'mean' or 'max' of the finished
 # values ('none' ignores pending points).
+cm_path_y <- function() {
+  mlrMBO:::getOptStateOptPath(cm$state)$env$path[[cm_y_name]]
+}
+
 cm_lie <- function() {
-  y <- mlrMBO:::getOptStateOptPath(cm$state)$env$path$y
+  y <- cm_path_y()
   switch(cm$settings$lie, min = min(y), max = max(y), mean = mean(y), stop("unknown lie"))
 }
 
@@ -524,6 +533,11 @@ cm_propose_async <- function(k, seed) {
 # ---------------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------------
+cm_versions <- function() {
+  pkgs <- c("mlrMBO", "smoof", "mlr", "ParamHelpers", "DiceKriging", "randomForest")
+  paste(sprintf("%s %s", pkgs, vapply(pkgs, function(p) as.character(packageVersion(p)), "")), collapse = ", ")
+}
+
 cm_take_log <- function() {
   messages <- cm$log
   cm$log <- character(0)

@@ -2,17 +2,21 @@
 
 import json
 import os
-import tempfile
+import uuid
 
 
 def write_text_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The temporary file is created with mode 0666 so that the user's umask decides the final mode
+    (tempfile.mkstemp would force 0600).
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    tmp = os.path.join(folder, ".tmp-%d-%s" % (os.getpid(), uuid.uuid4().hex[:8]))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -23,15 +27,3 @@ def write_text_atomic(path, text):
 def write_json_atomic(path, data):
     """Write ``data`` as indented JSON, atomically (see write_text_atomic)."""
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=str) + "\n")
-
-
-_UMASK = None
-
-
-def _umask():
-    """The process umask (read once: os.umask can only be read by setting it)."""
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0)
-        os.umask(_UMASK)
-    return _UMASK

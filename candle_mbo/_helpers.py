@@ -206,8 +206,9 @@ def _thread_count(name):
 def set_parallelism_threads():
     """Apply NUM_INTRA_THREADS / NUM_INTER_THREADS (set per worker by candle_mbo) to the framework in use.
 
-    TensorFlow 2 through ``tf.config.threading`` and torch through ``set_num_threads``, each only when
-    the model has imported it; a no-op otherwise or when the variables are unset.
+    TensorFlow 2 through ``tf.config.threading`` and torch through ``set_num_threads`` (intra-op only),
+    each only when the model has imported it; a no-op otherwise or when the variables are unset. Safe to
+    call in every run of a resident runner.
     """
     intra = _thread_count("NUM_INTRA_THREADS")
     inter = _thread_count("NUM_INTER_THREADS")
@@ -221,11 +222,7 @@ def set_parallelism_threads():
         except RuntimeError:
             pass  # TensorFlow refuses once its runtime has started; the environment variables still apply
     torch = sys.modules.get("torch")
-    if torch is not None:
-        if intra:
-            torch.set_num_threads(intra)
-        if inter:
-            try:
-                torch.set_num_interop_threads(inter)
-            except RuntimeError:
-                pass  # torch allows this once, before any parallel work
+    if torch is not None and intra and torch.get_num_threads() != intra:
+        # Only the intra-op pool: torch aborts the whole process (not an exception) when the inter-op
+        # pool is resized after any parallel work, which a resident runner cannot rule out.
+        torch.set_num_threads(intra)

@@ -28,9 +28,15 @@ class RError(RuntimeError):
 
 def _start_r():
     """Import rpy2 and start R quietly; R's console output goes to this module's logger."""
+    import warnings
+
     try:
-        import rpy2.rinterface_lib.callbacks as callbacks
-        import rpy2.robjects as robjects
+        with warnings.catch_warnings():
+            # R starts on the optimizer thread: rpy2 warns that R cannot take over SIGINT there; the
+            # main thread keeps Python's handler, which is what the workflow wants.
+            warnings.simplefilter("ignore", UserWarning)
+            import rpy2.rinterface_lib.callbacks as callbacks
+            import rpy2.robjects as robjects
     except ImportError as exc:
         raise UsageError("the HPO workflow needs rpy2 (Python) and R: %s; on Debian run `make setup` "
                          "(python3-rpy2), with conda use environment.yml" % exc) from None
@@ -82,9 +88,6 @@ class MBOOptimizer(Optimizer):
     def initial_design(self, n, seed):
         return self._points(self._call("cm_design", int(n), int(seed)))
 
-    def random_points(self, k, seed):
-        return self._points(self._call("cm_random", int(k), int(seed), ""))
-
     def propose(self, k, seed):
         return self._points(self._call("cm_propose", int(k), int(seed)))
 
@@ -103,6 +106,13 @@ class MBOOptimizer(Optimizer):
 
     def messages(self):
         return json.loads(self._call("cm_take_log"))
+
+    def random_points(self, k, seed):
+        return self._points(self._call("cm_random", int(k), int(seed), ""))
+
+    def versions(self):
+        """Versions of the R packages behind the optimizer (recorded in experiment.yaml)."""
+        return str(self._call("cm_versions"))
 
     def save(self, folder):
         path = os.path.join(folder, "mlrmbo_opt_path.rds")

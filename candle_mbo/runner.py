@@ -171,11 +171,12 @@ def _to_float(value):
 
 
 def _as_list(value):
+    """A history entry as a list of Python numbers (NaN kept: the caller judges it)."""
     if hasattr(value, "tolist"):
         value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return [_plain(value)]
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    return [_to_float(v) if _is_number(v) else v for v in value]
 
 
 def _plain(value):
@@ -335,7 +336,8 @@ class Runner:
         finished = time.time()
         record.update(finished=finished, duration_s=round(finished - started, 6))
         if history:
-            record["metrics"] = {k: v[-1] for k, v in history.items() if v and isinstance(v[-1], (int, float))}
+            record["metrics"] = {k: v[-1] for k, v in history.items()
+                                 if v and isinstance(v[-1], (int, float)) and math.isfinite(v[-1])}
         write_run_result(run_dir, record, history, extra)
         return record
 
@@ -344,9 +346,9 @@ def write_run_result(run_dir, record, history=None, extra=None):
     """Write ``result.json`` for a run (also used by the supervisor when a runner died mid-run)."""
     result = dict(record)
     if history is not None:
-        result["history"] = history
+        result["history"] = _plain(history)
     if extra is not None:
-        result["infer_scores"] = extra
+        result["infer_scores"] = _plain(extra)
     write_json_atomic(os.path.join(run_dir, "result.json"), result)
 
 

@@ -15,6 +15,7 @@ additional_definitions = [
     {"name": "weight_decay", "type": float, "default": 0.0, "help": "L2 penalty of the optimizer"},
     {"name": "val_fraction", "type": float, "default": 0.25, "help": "share of the samples held out"},
     {"name": "data_seed", "type": int, "default": 0, "help": "seed of the train/validation split"},
+    {"name": "deep_dropout", "type": candle.str2bool, "default": True, "help": "use dropout after hidden layers"},
 ]
 
 required = ["epochs", "batch_size", "learning_rate", "hidden", "activation", "optimizer", "dropout"]

@@ -51,7 +51,7 @@ def build_model(params, n_in, n_out):
     layers, width = [], n_in
     for units in hidden:
         layers += [torch.nn.Linear(width, int(units)), ACTIVATIONS[params["activation"]]()]
-        if params["dropout"] > 0:
+        if params["deep_dropout"] and params["dropout"] > 0:
             layers.append(torch.nn.Dropout(params["dropout"]))
         width = int(units)
     layers.append(torch.nn.Linear(width, n_out))

@@ -1,0 +1,98 @@
+"""Shared helpers: launching the workflows for real (with or without mpiexec) under a wall-clock guard."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+EXAMPLES = os.path.join(ROOT, "examples")
+PYTHON = sys.executable
+
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+}
+
+
+def env(**extra):
+    result = dict(os.environ)
+    result.update(MPI_ENV)
+    result["PYTHONPATH"] = ROOT + os.pathsep + result.get("PYTHONPATH", "")
+    result.update({k: str(v) for k, v in extra.items()})
+    return result
+
+
+def launch(module, args, np=None, timeout=240, cwd=None, extra_env=None, wait=True):
+    """Run ``python -m module args`` (under ``mpiexec -n np`` when np is given).
+
+    With ``wait`` returns the CompletedProcess; the wall-clock guard kills the whole process group and
+    fails the test on a hang. Without ``wait`` returns the Popen (its own process group).
+    """
+    command = [PYTHON, "-m", module] + [str(a) for a in args]
+    if np:
+        command = ["mpiexec", "-n", str(np), "--oversubscribe"] + command
+    process = subprocess.Popen(command, cwd=cwd or ROOT, env=env(**(extra_env or {})), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    if not wait:
+        return process
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        out, err = process.communicate()
+        pytest.fail("hang: %s did not finish in %d s\nstdout:\n%s\nstderr:\n%s"
+                    % (" ".join(command), timeout, out[-3000:], err[-3000:]))
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def kill_group(process, sig=signal.SIGKILL):
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def read_records(folder):
+    with open(os.path.join(folder, "results.jsonl"), encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_upf(path, lines):
+    with open(path, "w", encoding="utf-8") as handle:
+        for line in lines:
+            handle.write((line if isinstance(line, str) else json.dumps(line)) + "\n")
+    return str(path)
+
+
+def have_mpiexec():
+    return shutil.which("mpiexec") is not None
+
+
+requires_mpi = pytest.mark.skipif(not have_mpiexec(), reason="mpiexec not installed")
+
+
+def have_mlrmbo():
+    try:
+        subprocess.run(["Rscript", "-e", "suppressMessages(library(mlrMBO))"], check=True, timeout=60,
+                       capture_output=True)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def mlrmbo():
+    if not have_mlrmbo():
+        pytest.skip("R package mlrMBO not installed (make setup)")
+    return True
+
+
+def describe(result):
+    return "exit %s\nstdout:\n%s\nstderr:\n%s" % (result.returncode, result.stdout[-4000:], result.stderr[-4000:])
