@@ -431,6 +431,8 @@ def run(args, pool, context):
         experiment = workflow.open_experiment(args, experiment, settings, IDENTITY,
                                               param_columns=space["ids"], extra_columns=("iteration", "prop_type"))
         context["error_dir"] = experiment.file("logs")
+        write_json_atomic(experiment.file("mbo_settings.json"),
+                          dict(opt_settings, space=args.space, seed=seed, budget=budget, design_size=design_size))
         log.info("HPO of %s over %s: budget %d (design %d), %s mode, %s, %d worker%s, seed %d; results in %s",
                  os.path.basename(args.model), os.path.basename(args.space), budget, design_size, args.mode,
                  "random search" if args.optimizer == "random" else "mlrMBO %s profile" % profile, n_workers,

@@ -21,7 +21,7 @@ try:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+    from matplotlib import ticker
 except ImportError:  # an optional dependency: candle_mbo[report]
     plt = None
 
@@ -91,10 +91,28 @@ def _is_initial(record):
     return record.get("iteration") == 0
 
 
-def _log_scale(values):
-    """Whether ``values`` are all positive and span more than two decades."""
+def _log_scale(values, ratio=100):
+    """Whether ``values`` are all positive and span more than ``ratio`` (two decades by default)."""
     values = [v for v in values if v is not None]
-    return bool(values) and min(values) > 0 and max(values) / min(values) > 100
+    return bool(values) and min(values) > 0 and max(values) / min(values) > ratio
+
+
+def _objective_axis(ax, values):
+    """A log y axis when a positive objective spans more than a factor 10 (so that the best runs stay apart)."""
+    if not _log_scale(values, ratio=10):
+        return
+    ax.set_yscale("log")
+    if max(values) / min(values) < 1000:  # few decades: label 1-2-5 ticks with plain numbers
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: "%g" % value))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _duration(seconds):
+    """A span of time for a title: 42 s, 3.5 min, 2.1 h."""
+    if seconds < 120:
+        return "%.0f s" % seconds
+    return "%.1f min" % (seconds / 60) if seconds < 7200 else "%.1f h" % (seconds / 3600)
 
 
 def _color(status):
@@ -109,7 +127,7 @@ def _convergence(records, settings):
     best = (np.fmax if maximize else np.fmin).accumulate(values)
     ok = np.isfinite(values)
     initial = np.array([_is_initial(r) for r in records])
-    statuses = np.array([str(r.get("status")) for r in records])
+    statuses = np.array(["no objective" if r.get("status") == OK else str(r.get("status")) for r in records])
     t0 = min(_number(r.get("started"), math.inf) for r in records)
     minutes = np.array([(_number(r.get("finished"), np.nan) - t0) / 60 for r in records])
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
@@ -117,18 +135,18 @@ def _convergence(records, settings):
              (minutes, "wall time since the first start (minutes)"))
     for ax, (x, xlabel) in zip(axes, xaxes):
         ax.step(x, best, where="post", color="black", linewidth=2, label="best so far")
-        ax.scatter(x[ok & initial], values[ok & initial], marker="s", s=22, color=INIT_COLOR, alpha=0.5,
-                   label="initial design")
-        ax.scatter(x[ok & ~initial], values[ok & ~initial], marker="o", s=22, color=PROPOSAL_COLOR, alpha=0.5,
-                   label="proposal")
+        for mask, marker, color, label in ((ok & initial, "s", INIT_COLOR, "initial design"),
+                                           (ok & ~initial, "o", PROPOSAL_COLOR, "proposal")):
+            if mask.any():
+                ax.scatter(x[mask], values[mask], marker=marker, s=22, color=color, alpha=0.5, label=label)
         for status in sorted(set(statuses[~ok])):
             mask = ~ok & (statuses == status)
             ax.plot(x[mask], np.full(mask.sum(), 0.97), "x", color=_color(status), markersize=6,
                     transform=ax.get_xaxis_transform(), label=status)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    if _log_scale(values[ok]):
-        axes[0].set_yscale("log")
+    axes[0].xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    _objective_axis(axes[0], values[ok])
     axes[0].set_ylabel("%s (%s is better)" % (name, "higher" if maximize else "lower"))
     axes[0].legend(fontsize=8, loc="best")
     found = "best %s = %.4g" % (name, best[-1]) if ok.any() else "no successful run yet"
@@ -156,26 +174,26 @@ def _params(records, settings):
             if _log_scale(values):
                 ax.set_xscale("log")
         else:
-            labels = sorted(set(_label(v) for v in values), key=_level_key)
-            x = np.array([labels.index(_label(v)) + 1 for v in values], dtype=float)
-            groups = [[_objective(r) for r, i in zip(runs, x) if i == level] for level in range(1, len(labels) + 1)]
-            ax.boxplot(groups, widths=0.5, showfliers=False, medianprops={"color": "black"})
+            labels = sorted(set(map(_label, values)), key=_level_key)
+            level = np.array([labels.index(_label(v)) + 1 for v in values])
+            ax.boxplot([[_objective(r) for r in np.array(runs)[level == n]] for n in range(1, len(labels) + 1)],
+                       widths=0.5, showfliers=False, medianprops={"color": "black"})
             ax.set_xticks(range(1, len(labels) + 1), labels)
-            if sum(len(label) for label in labels) > 30:
+            if sum(map(len, labels)) > 30:
                 plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-            x = x + np.random.default_rng(0).uniform(-0.12, 0.12, len(x))
+            x = level + np.random.default_rng(0).uniform(-0.12, 0.12, len(level))  # jitter: see every run
         _scatter_runs(ax, x, runs, best)
         ax.set_title(param if len(runs) == len(ok) else "%s (%d of %d runs)" % (param, len(runs), len(ok)),
                      fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
-    if _log_scale([_objective(r) for r in ok]):
-        axes[0, 0].set_yscale("log")
+    _objective_axis(axes[0, 0], [_objective(r) for r in ok])
     for row in axes:
         row[0].set_ylabel(name)
-    fig.suptitle("%s against each hyperparameter: %d successful runs (%s is better; star = best run)"
-                 % (name, len(ok), "higher" if maximize else "lower"))
+    marks = "grey squares: initial design, blue dots: proposals" if any(map(_is_initial, ok)) else "dots: runs"
+    fig.suptitle("%s against each hyperparameter: %d successful runs (%s is better)\n%s, red star: the best run"
+                 % (name, len(ok), "higher" if maximize else "lower", marks))
     return fig
 
 
@@ -196,15 +214,10 @@ def _label(value):
 
 def _level_key(label):
     """Order levels numerically when they are numbers, else alphabetically."""
-    number = _number(_parse_float(label))
-    return (0, number, label) if number is not None else (1, 0.0, label)
-
-
-def _parse_float(text):
     try:
-        return float(text)
+        return (0, float(label), label)
     except ValueError:
-        return None
+        return (1, 0.0, label)
 
 
 def _scatter_runs(ax, x, runs, best):
@@ -234,21 +247,20 @@ def _timeline(records, settings):
         mine = [(r, s, f) for r, s, f in runs if r.get("status") == status]
         ax.barh([r["worker"] for r, _, _ in mine], [(f - s) / 60 for _, s, f in mine],
                 left=[(s - t0) / 60 for _, s, _ in mine], height=0.7, color=_color(status),
-                edgecolor="black", linewidth=0.3)
+                edgecolor="black", linewidth=0.3, label="%s (%d)" % (status, len(mine)))
     if len(workers) <= 40:
         ax.set_yticks(workers, ["rank %d" % w for w in workers])
     ax.invert_yaxis()
-    ax.set_xlim(0, max((t1 - t0) / 60, 1e-9) * 1.01)
+    ax.set_xlim(0, max((t1 - t0) / 60, 1 / 60) * 1.01)
     ax.set_xlabel("time since the first start (minutes)")
     ax.set_ylabel("worker")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(handles=[Patch(color=_color(s), label="%s (%d)" % (s, sum(r.get("status") == s for r, _, _ in runs)))
-                       for s in statuses], loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
     busy = sum(f - s for _, s, f in runs)
     span = t1 - t0
     utilization = "%.0f%%" % (100 * busy / (n_workers * span)) if span > 0 else "n/a"
-    ax.set_title("Runs per worker: utilization %s (busy time / (%d workers x %.1f min)), %d runs"
-                 % (utilization, n_workers, span / 60, len(runs)))
+    ax.set_title("Runs per worker: utilization %s (busy time / (%d workers x %s)), %d runs"
+                 % (utilization, n_workers, _duration(span), len(runs)))
     return fig
 
 

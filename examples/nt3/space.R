@@ -3,10 +3,11 @@
 #     [32, 5, 1, 16, 3, 1] (the benchmark declares them with nargs "+"): filters, kernel, stride per layer
 #   learning_rate: searched on a log scale, run() receives 10^x
 #   momentum: only meaningful (and only searched) for SGD (requires=)
+# The initial design must show every level of a discrete parameter, so keep the lists short (at most
+# --design-size values each).
 param.set <- makeParamSet(
-  makeDiscreteParam("conv", values = c("16 5 1 16 5 1", "32 5 1 16 3 1", "16 9 1 16 5 1", "16 5 2 16 5 1",
-                                       "8 5 1", "32 9 2")),
-  makeDiscreteParam("pool", values = c("2", "4", "2 4", "1 2")),
+  makeDiscreteParam("conv", values = c("16 5 1 16 5 1", "32 5 1 16 3 1", "16 5 2 16 5 1", "8 9 1")),
+  makeDiscreteParam("pool", values = c("2", "4", "2 4")),
   makeDiscreteParam("dense", values = c("64 16", "128", "32", "128 32")),
   makeDiscreteParam("activation", values = c("relu", "elu", "tanh")),
   makeDiscreteParam("optimizer", values = c("adam", "sgd", "rmsprop")),
