@@ -27,3 +27,13 @@ def write_text_atomic(path, text):
 def write_json_atomic(path, data):
     """Write ``data`` as indented JSON, atomically (see write_text_atomic)."""
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=str) + "\n")
+
+
+def write_json_fast(path, data):
+    """Write ``data`` as compact JSON in place (one open, one write): for per-run files of short runs."""
+    text = json.dumps(data, allow_nan=False, default=str, separators=(", ", ": "))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.write(fd, (text + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)

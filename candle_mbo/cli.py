@@ -176,14 +176,16 @@ def main(build_parser, workflow, argv=None):
         args = parse_arguments(build_parser(), argv)
         if args.verbose:
             logging.getLogger("candle_mbo").setLevel(logging.DEBUG)
-        return workflow(args, pool, context)
+        code = workflow(args, pool, context)
+        pool.release()  # also when there was nothing left to run (a resumed, finished experiment)
+        return code
     except UsageError as exc:
         sys.stdout.flush()
         print("error: %s" % exc, file=sys.stderr, flush=True)
-        _release(pool)
+        pool.release()
         return exc.exit_code
     except SystemExit as exc:  # --help
-        _release(pool)
+        pool.release()
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr, flush=True)
@@ -197,15 +199,8 @@ def main(build_parser, workflow, argv=None):
         if pool.started:
             pool.abort(1)
         else:
-            _release(pool)
+            pool.release()
         return 1
-
-
-def _release(pool):
-    if pool.started:
-        pool.close()
-    else:
-        pool.stop_unstarted()
 
 
 def _write_traceback(folder):

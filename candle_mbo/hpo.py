@@ -201,8 +201,7 @@ class Search:
             record["x"] = point.x
             if point.info:
                 record["proposal"] = point.info
-            self.experiment.append(record)
-            self.progress.update(record)
+            workflow.record_result(self.experiment, self.progress, record)
             self._track_best(record)
             told.append((point, objective_for_optimizer(record)))
         return told

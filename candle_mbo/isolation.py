@@ -113,6 +113,7 @@ def child_environment(extra=None):
     candle_mbo's own folder is put first on PYTHONPATH so that the child imports this same copy.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(_MPI_ENV_PREFIXES)}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ written next to the user's model
     env.update(extra or {})
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != package_root]
@@ -216,7 +217,7 @@ class IsolatedRunner:
             os.makedirs(run_dir, exist_ok=True)
             with contextlib.suppress(OSError), open(os.path.join(run_dir, "model.log"), "a") as log:
                 log.write("\n[candle_mbo] %s\n" % record["error"])
-            write_run_result(run_dir, record)
+            write_run_result(run_dir, record, atomic=True)
         self.restarts += 1
         return record
 

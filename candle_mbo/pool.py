@@ -188,19 +188,29 @@ class PoolError(RuntimeError):
 
 
 class Pool:
-    """Master end of the worker pool. Use ``Pool.create()``; then ``start``, ``submit``, ``poll``, ``close``."""
+    """Master end of the worker pool. Use ``Pool.create()``; then ``start``, ``submit``, ``poll``, ``close``.
+
+    One task per worker at a time -- except while runs are very short (under ``PIPELINE_BELOW_S`` on
+    average), when each worker gets a second task queued behind its current one, so that it never
+    waits for the master between two runs. Long runs are never queued behind each other: a task goes
+    to the first worker that is free.
+    """
+
+    PIPELINE_BELOW_S = 0.05
 
     def __init__(self, link, world_size):
         self.link = link
         self.world_size = world_size
         self.workers = {}  # rank -> info from hello/ready
-        self.idle = collections.deque()
-        self.running = {}  # rank -> task
+        self.inflight = {w: collections.deque() for w in link.workers()}  # run ids sent, oldest first
+        self.tasks = {}  # run_id -> task, for tasks sent and not finished
+        self.idle = collections.deque()  # workers with nothing in flight
+        self.single = collections.deque()  # workers with one task in flight (may take a second)
         self.queue = collections.deque()
         self.dead = set()
         self.started = False
-        self.busy_seconds = 0.0
-        self._busy_since = {}
+        self.closed = False
+        self.mean_duration = None
         self._backoff = Backoff()
         self._local = isinstance(link, LocalMasterLink)
 
@@ -237,35 +247,60 @@ class Pool:
         self.started = True
 
     def stop_unstarted(self):
-        """Release workers that never got settings (bad input found on the master)."""
+        """Release workers that never got settings (bad input found, or nothing left to run)."""
+        self.closed = True
         if self._local:
             return
         for worker in self.link.workers():
             self.link.send(worker, ("stop", None))
         self.link.flush()
 
+    def release(self):
+        """Let every worker rank finish, whatever state the pool is in (idempotent)."""
+        if self.closed:
+            return
+        if self.started:
+            self.close()
+        else:
+            self.stop_unstarted()
+
     def submit(self, task):
-        """Queue a task; it goes to a worker at once if one is idle."""
+        """Queue a task; it goes to a worker at once if one is free."""
         self.queue.append(task)
         self._dispatch()
 
-    def _dispatch(self):
-        while self.queue and self.idle:
+    def _next_worker(self):
+        while self.idle:
             worker = self.idle.popleft()
-            if worker in self.dead:
-                continue
+            if worker not in self.dead and not self.inflight[worker]:
+                return worker
+        if self.mean_duration is not None and self.mean_duration < self.PIPELINE_BELOW_S:
+            while self.single:
+                worker = self.single.popleft()
+                if worker not in self.dead and len(self.inflight[worker]) == 1:
+                    return worker
+        return None
+
+    def _dispatch(self):
+        while self.queue:
+            worker = self._next_worker()
+            if worker is None:
+                return
             task = self.queue.popleft()
-            self.running[worker] = task
-            self._busy_since[worker] = time.time()
+            self.tasks[task["run_id"]] = task
+            self.inflight[worker].append(task["run_id"])
+            if len(self.inflight[worker]) == 1:
+                self.single.append(worker)
             self.link.send(worker, ("run", task))
 
     @property
     def pending(self):
         """Tasks submitted and not finished (queued or running)."""
-        return len(self.queue) + len(self.running)
+        return len(self.queue) + len(self.tasks)
 
     def idle_workers(self):
-        return sum(1 for w in self.idle if w not in self.dead)
+        """Workers with nothing to do right now."""
+        return sum(1 for w in self.link.workers() if w not in self.dead and not self.inflight[w])
 
     def cancel_queued(self):
         """Drop the tasks not yet sent to a worker; return them."""
@@ -306,18 +341,25 @@ class Pool:
         elif kind == "error":
             log.error("worker %d cannot run the model and is left out: %s", worker, payload)
             self.dead.add(worker)
-            task = self.running.pop(worker, None)
-            if task is not None:
-                self.queue.appendleft(task)
+            for run_id in reversed(self.inflight[worker]):
+                self.queue.appendleft(self.tasks.pop(run_id))
+            self.inflight[worker].clear()
             if self.n_workers == 0:
                 raise PoolError("no worker could load the model: %s" % payload)
             self._dispatch()
         elif kind == "result":
-            task = self.running.pop(worker, None)
-            since = self._busy_since.pop(worker, None)
-            if since is not None:
-                self.busy_seconds += time.time() - since
-            self.idle.append(worker)
+            task = self.tasks.pop(payload["run_id"], None)
+            flight = self.inflight[worker]
+            if payload["run_id"] in flight:
+                flight.remove(payload["run_id"])
+            if not flight:
+                self.idle.append(worker)
+            elif len(flight) == 1:
+                self.single.append(worker)
+            duration = payload.get("duration_s")
+            if isinstance(duration, (int, float)):
+                self.mean_duration = duration if self.mean_duration is None else \
+                    0.9 * self.mean_duration + 0.1 * duration
             self._dispatch()
             payload.setdefault("worker", worker)
             if task is not None:
@@ -327,6 +369,7 @@ class Pool:
 
     def close(self):
         """Stop every worker (after their current task) and wait for the stop messages to go out."""
+        self.closed = True
         for worker in self.link.workers():
             if worker not in self.dead or self._local:
                 self.link.send(worker, ("stop", None))
@@ -369,8 +412,14 @@ def worker_environment(settings, local_index, local_size):
         env[name] = str(threads)
     gpus = settings.get("gpus_per_worker") or 0
     if gpus:
+        # Devices the scheduler gave this node (Slurm/PBS set CUDA_VISIBLE_DEVICES), else 0, 1, ...
+        given = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         first = local_index * gpus
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(first + i) for i in range(gpus))
+        if given:
+            # more workers than GPUs on the node: they share, round-robin
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(given[(first + i) % len(given)] for i in range(gpus))
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(first + i) for i in range(gpus))
     return env
 
 

@@ -22,7 +22,7 @@ import time
 import traceback
 
 from . import _benchmark
-from ._fileio import write_json_atomic
+from ._fileio import write_json_atomic, write_json_fast
 from .status import CRASHED, FAILED, OK, TIMEOUT  # noqa: F401 - re-exported for callers
 
 REDUCTIONS = ("last", "min", "max")
@@ -77,8 +77,9 @@ def load_model(spec):
             module_spec = importlib.util.spec_from_file_location(name, spec)
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[name] = module
-            saved_argv = sys.argv
+            saved_argv, saved_bytecode = sys.argv, sys.dont_write_bytecode
             sys.argv = [spec]
+            sys.dont_write_bytecode = True  # no __pycache__ written next to the user's model
             try:
                 module_spec.loader.exec_module(module)
             except SyntaxError as exc:
@@ -88,7 +89,7 @@ def load_model(spec):
                 del sys.modules[name]
                 raise ModelError("importing %s failed: %s" % (spec, _one_line(exc))) from exc
             finally:
-                sys.argv = saved_argv
+                sys.argv, sys.dont_write_bytecode = saved_argv, saved_bytecode
     else:
         try:
             module = importlib.import_module(spec)
@@ -293,8 +294,13 @@ class Runner:
     def run(self, task):
         """Run one task ``{"run_id", "params", "run_dir"}``; return the result record (never raises)."""
         run_id = str(task["run_id"])
-        run_dir = os.path.abspath(task["run_dir"])
-        os.makedirs(run_dir, exist_ok=True)
+        run_dir = task["run_dir"]
+        try:
+            os.mkdir(run_dir)
+        except FileExistsError:
+            pass  # a rerun (resume) writes over the old files
+        except FileNotFoundError:
+            os.makedirs(run_dir, exist_ok=True)
         hyper = dict(task.get("params") or {})
         started = time.time()
         record = {"run_id": run_id, "status": FAILED, "objective": None, "started": started}
@@ -315,7 +321,7 @@ class Runner:
                         params[name] = _benchmark.coerce_value(
                             definitions.get(name) or _implied_definition(name, params.get(name)), value,
                             "run parameter ")
-                write_json_atomic(os.path.join(run_dir, "params.json"), plain_params(params))
+                write_json_fast(os.path.join(run_dir, "params.json"), plain_params(params))
                 returned = self.module.run(params)
                 objective, history, extra = objective_from(returned, self.objective, self.reduction)
                 if objective is None and self.require_objective:
@@ -342,14 +348,18 @@ class Runner:
         return record
 
 
-def write_run_result(run_dir, record, history=None, extra=None):
-    """Write ``result.json`` for a run (also used by the supervisor when a runner died mid-run)."""
+def write_run_result(run_dir, record, history=None, extra=None, atomic=False):
+    """Write ``result.json`` for a run.
+
+    The runner writes it directly (a runner killed mid-write is a crashed run, whose result.json the
+    supervisor then rewrites ``atomic``-ally): per-run files are on the hot path of short runs.
+    """
     result = dict(record)
     if history is not None:
         result["history"] = _plain(history)
     if extra is not None:
         result["infer_scores"] = _plain(extra)
-    write_json_atomic(os.path.join(run_dir, "result.json"), result)
+    (write_json_atomic if atomic else write_json_fast)(os.path.join(run_dir, "result.json"), result)
 
 
 def _implied_definition(name, current):

@@ -148,14 +148,13 @@ def run(args, pool, context):
                              "run_dir": experiment.run_dir(line.run_id)})
             while pool.pending:
                 for record in pool.poll(timeout=1.0):
-                    record = workflow.finish_record(record)
-                    experiment.append(record)
-                    progress.update(record)
+                    workflow.record_result(experiment, progress, workflow.finish_record(record))
             pool.close()
         wall = time.time() - start
         records = [r for r in experiment.records if r["run_id"] in by_id]
-        for text in workflow.summary(records, args.objective, False, wall, pool.busy_seconds,
-                                     pool.n_workers, experiment.path):
+        busy = sum(r.get("duration_s") or 0 for r in records if (r.get("started") or 0) >= start)
+        for text in workflow.summary(records, args.objective, False, wall, busy, pool.n_workers,
+                                     experiment.path):
             log.info(text)
     finally:
         experiment.close()

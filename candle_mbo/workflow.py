@@ -132,6 +132,22 @@ def finish_record(record, extra=None):
     return ordered
 
 
+_FAULT = os.environ.get("CANDLE_MBO_INJECT_FAULT", "")
+
+
+def record_result(experiment, progress, record):
+    """Store a finished run (durably, first) and report it.
+
+    Also the fault-injection hook of the reliability tests: with ``CANDLE_MBO_INJECT_FAULT=master-after:N``
+    the master raises once N results are recorded, to prove that a master failure ends every rank.
+    """
+    experiment.append(record)
+    progress.update(record)
+    if _FAULT.startswith("master-after:") and len(experiment.records) >= int(_FAULT.split(":")[1]):
+        raise RuntimeError("injected master fault after %d results (CANDLE_MBO_INJECT_FAULT)"
+                           % len(experiment.records))
+
+
 def summary(records, objective_name, maximize, wall_s, busy_s, n_workers, experiment_path, top=5):
     """The end-of-run summary: counts by status, the best runs with their parameters, time, utilization."""
     counts = {status: 0 for status in ALL}

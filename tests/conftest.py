@@ -52,11 +52,33 @@ def launch(module, args, np=None, timeout=240, cwd=None, extra_env=None, wait=Tr
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
+def session_pids(leader):
+    """Every process in the session that ``leader`` started (mpiexec, its ranks, their runners)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == leader and fields[0] != "Z":  # session id (field 6); zombies are gone already
+            pids.append(int(name))
+    return pids
+
+
 def kill_group(process, sig=signal.SIGKILL):
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
+    """Kill the whole job like a scheduler would: every process of the session, not just one group.
+
+    OpenMPI puts ranks in process groups of their own, so killing mpiexec's group alone would leave
+    the ranks running.
+    """
+    for pid in session_pids(process.pid) or [process.pid]:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def read_records(folder):

@@ -132,3 +132,19 @@ def test_bad_input_under_mpiexec_ends_every_rank(tmp_path):
                     timeout=60)
     assert result.returncode == 2 and time.time() - start < 30
     assert "error: model file not found" in result.stderr or "error: --upf" in result.stderr
+
+
+@requires_mpi
+@pytest.mark.parametrize("module", ["candle_mbo.upf", "candle_mbo"])
+def test_resuming_a_finished_experiment_ends_every_rank(tmp_path, module):
+    out = tmp_path / "out"
+    if module == "candle_mbo.upf":
+        args = ["--model", FAULTY, "--upf", write_upf(tmp_path / "r.upf", [{"id": "a"}, {"id": "b"}])]
+    else:
+        args = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--budget", 5]
+    args += ["--output", out, "--no-report"]
+    first = launch(module, args, np=3, timeout=180)
+    assert first.returncode == 0, describe(first)
+    again = launch(module, args + ["--resume"], np=3, timeout=120)  # a requeued job: nothing left to do
+    assert again.returncode == 0, describe(again)
+    assert len(read_records(out)) in (2, 5)
