@@ -214,32 +214,47 @@ def plain_params(params):
     return {str(k): _plain(v) for k, v in params.items()}
 
 
-@contextlib.contextmanager
-def _captured_output(log_path, fd_level):
-    """Send stdout/stderr to ``log_path``: at the fd level in a dedicated process, else sys-level only."""
-    log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
-    saved = (sys.stdout, sys.stderr)
-    saved_fds = None
-    try:
-        if fd_level:
+class _OutputCapture:
+    """Sends stdout/stderr to a run's model.log while the run lasts.
+
+    In a dedicated runner process (``fd_level``) the file descriptors 1 and 2 themselves are pointed
+    at the log, so output of C/C++ code (TensorFlow, CUDA) is captured too; the original descriptors
+    are saved once and restored after each run. Elsewhere (a thread of a process with its own output)
+    only ``sys.stdout``/``sys.stderr`` are swapped.
+    """
+
+    def __init__(self, fd_level):
+        self.fd_level = fd_level
+        self._saved_fds = (os.dup(1), os.dup(2)) if fd_level else None
+
+    @contextlib.contextmanager
+    def to(self, log_path):
+        saved = (sys.stdout, sys.stderr)
+        if self.fd_level:
             for stream in saved:
                 with contextlib.suppress(Exception):
                     stream.flush()
-            saved_fds = (os.dup(1), os.dup(2))
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
+            try:
+                yield sys.stderr
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+                sys.stdout, sys.stderr = saved
+                os.dup2(self._saved_fds[0], 1)
+                os.dup2(self._saved_fds[1], 2)
+            return
+        log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
         sys.stdout = sys.stderr = log
-        yield log
-    finally:
-        with contextlib.suppress(Exception):
-            log.flush()
-        sys.stdout, sys.stderr = saved
-        if saved_fds:
-            os.dup2(saved_fds[0], 1)
-            os.dup2(saved_fds[1], 2)
-            os.close(saved_fds[0])
-            os.close(saved_fds[1])
-        log.close()
+        try:
+            yield log
+        finally:
+            sys.stdout, sys.stderr = saved
+            log.close()
 
 
 class Runner:
@@ -264,6 +279,7 @@ class Runner:
         self.default_model = os.path.abspath(default_model) if default_model else None
         self.experiment_id = experiment_id
         self.fd_capture = fd_capture
+        self._capture = _OutputCapture(fd_capture)
         self._accepts_default_model = _accepts_keyword(self.module.initialize_parameters, "default_model")
 
     def describe(self):
@@ -308,7 +324,7 @@ class Runner:
         overrides = dict(hyper)
         overrides.update(output_dir=run_dir, run_id=run_id, experiment_id=self.experiment_id)
         saved_argv, saved_cwd = sys.argv, os.getcwd()
-        with _captured_output(os.path.join(run_dir, "model.log"), self.fd_capture) as log:
+        with self._capture.to(os.path.join(run_dir, "model.log")) as log:
             try:
                 sys.argv = [self._argv0()]
                 os.chdir(run_dir)
@@ -403,5 +419,12 @@ def _quiet():
 
 
 def dumps_record(record):
-    """One results.jsonl line (no NaN: non-finite floats are written as strings)."""
-    return json.dumps(_plain(record), sort_keys=False, allow_nan=False)
+    """One results.jsonl line (no NaN: non-finite floats are written as strings).
+
+    Records are plain already in the common case, so the C encoder does it in one pass; only a record
+    holding something else (a numpy value, NaN in a history) is made plain first.
+    """
+    try:
+        return json.dumps(record, allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps(_plain(record), allow_nan=False)

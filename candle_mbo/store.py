@@ -10,8 +10,8 @@ Layout of an experiment directory::
     .lock             held (flock) by the job using the directory
 
 Durability: a record is written with one ``write`` of a whole line and flushed to the OS at once, so a
-kill -9 of the job loses no finished run; it is fsynced at most once a second (and at the end), which
-bounds what a power loss could take. A torn last line (killed mid-write) is dropped on resume, with a
+kill -9 of the job loses no finished run; a background thread fsyncs the log at most once a second
+(and it is fsynced at the end), which bounds what a power loss or node crash could take to a second. A torn last line (killed mid-write) is dropped on resume, with a
 warning; a corrupt line in the middle stops the resume, so that no record is ever dropped silently.
 """
 
@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 
 import yaml
@@ -81,7 +82,10 @@ class Experiment:
         self._jsonl = None
         self._csv = None
         self._csv_writer = None
-        self._last_sync = 0.0
+        self._last_csv_flush = 0.0
+        self._syncer = None
+        self._csv_stale = False
+        self._known_params = set()
         self.created = False
         self.warnings = []
 
@@ -131,6 +135,7 @@ class Experiment:
         if self.resume:
             self.records = load_results(self.file("results.jsonl"), repair=True, warn=self.warnings.append)
         self._jsonl = open(self.file("results.jsonl"), "a", encoding="utf-8")
+        self._syncer = _Syncer(self._jsonl.fileno())
         self.rewrite_csv()
         return self
 
@@ -168,36 +173,35 @@ class Experiment:
 
     # -- recording -----------------------------------------------------------------------------
     def append(self, record):
-        """Record one finished run: results.jsonl first (the truth), then a results.csv row."""
-        line = dumps_record(record) + "\n"
-        self._jsonl.write(line)
+        """Record one finished run: results.jsonl first (the truth, flushed now), then a results.csv row."""
+        self._jsonl.write(dumps_record(record) + "\n")
         self._jsonl.flush()
-        now = time.monotonic()
-        if now - self._last_sync >= 1.0:
-            os.fsync(self._jsonl.fileno())
-            self._last_sync = now
+        self._syncer.dirty.set()
         self.records.append(record)
-        self._append_csv(record)
-
-    def _append_csv(self, record):
-        if self._csv is None:
-            return
-        self._csv_writer.writerow(self._csv_row(record))
-        self._csv.flush()
+        if self._csv is not None:
+            self._csv_writer.writerow(self._csv_row(record))
+            now = time.monotonic()
+            if now - self._last_csv_flush >= 1.0:  # a convenience copy: flushed once a second
+                self._csv.flush()
+                self._last_csv_flush = now
 
     def _columns(self):
         return list(FIXED_COLUMNS) + self.extra_columns + self.param_columns
 
     def _csv_row(self, record):
-        row = [_cell(record.get(c)) if c not in ("started", "finished") else _iso(record.get(c))
-               for c in FIXED_COLUMNS]
-        row += [_cell(record.get(c)) for c in self.extra_columns]
-        params = record.get("params") or {}
+        get = record.get
+        row = [get("run_id"), get("status"), _cell(get("objective")), get("duration_s"), get("worker"),
+               _iso(get("started")), _iso(get("finished"))]
+        row += [_cell(get(c)) for c in self.extra_columns]
+        params = get("params") or {}
+        if any(key not in self._known_params for key in params):
+            self._csv_stale = True  # a parameter without a column: the CSV is rebuilt at close
         row += [_cell(params.get(c)) for c in self.param_columns]
         return row
 
     def rewrite_csv(self):
         """Rebuild results.csv from the records (atomically), and reopen it for appending."""
+        self._csv_stale = False
         known = set(self.param_columns)
         for record in self.records:
             for key in record.get("params") or {}:
@@ -211,6 +215,7 @@ class Experiment:
             writer.writerow(self._csv_row(record))
         if self._csv is not None:
             self._csv.close()
+        self._known_params = known
         write_text_atomic(self.file("results.csv"), buffer.getvalue())
         self._csv = open(self.file("results.csv"), "a", newline="", encoding="utf-8")
         self._csv_writer = csv.writer(self._csv)
@@ -219,16 +224,45 @@ class Experiment:
         """Flush and fsync the log, rebuild the CSV, release the lock."""
         if self._jsonl is not None:
             self._jsonl.flush()
+            self._syncer.stop()
             os.fsync(self._jsonl.fileno())
             self._jsonl.close()
             self._jsonl = None
         if self._csv is not None:
-            self.rewrite_csv()
+            if self._csv_stale:
+                self.rewrite_csv()
             self._csv.close()
             self._csv = None
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
+
+
+class _Syncer:
+    """fsyncs a file at most once a second, off the master's dispatch path (fsync can take 50+ ms)."""
+
+    def __init__(self, fd, interval=1.0):
+        self.fd = fd
+        self.interval = interval
+        self.dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="results-fsync", daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            if self.dirty.wait(timeout=self.interval):
+                self.dirty.clear()
+                try:
+                    os.fsync(self.fd)
+                except OSError:
+                    return
+                self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self.dirty.set()
+        self._thread.join()
 
 
 class CorruptResults(UsageError):
@@ -288,12 +322,20 @@ def _cell(value):
         return ""
     if isinstance(value, (list, dict)):
         return json.dumps(value)
-    if isinstance(value, float):
-        return repr(value)
     return value
 
 
+_ISO_CACHE = {}
+
+
 def _iso(stamp):
+    """Local ISO time to the second (cached: thousands of short runs share a few seconds)."""
     if not isinstance(stamp, (int, float)):
         return ""
-    return datetime.datetime.fromtimestamp(stamp).isoformat(timespec="seconds")
+    second = int(stamp)
+    text = _ISO_CACHE.get(second)
+    if text is None:
+        if len(_ISO_CACHE) > 4096:
+            _ISO_CACHE.clear()
+        text = _ISO_CACHE[second] = datetime.datetime.fromtimestamp(second).isoformat(timespec="seconds")
+    return text

@@ -119,16 +119,17 @@ def worker_settings(args, experiment, require_objective):
     }
 
 
+_FIRST_FIELDS = ("run_id", "status", "objective", "duration_s", "worker", "host", "started", "finished")
+
+
 def finish_record(record, extra=None):
     """Turn a pool result into the record stored in results.jsonl (task -> params, fields ordered)."""
     task = record.pop("task", None) or {}
-    ordered = {key: record.get(key) for key in ("run_id", "status", "objective", "duration_s", "worker", "host",
-                                               "started", "finished")}
-    ordered.update(extra or {})
-    for key, value in record.items():
-        if key not in ordered:
-            ordered[key] = value
-    ordered["params"] = task.get("params", record.get("params", {}))
+    ordered = {key: record.pop(key, None) for key in _FIRST_FIELDS}
+    if extra:
+        ordered.update(extra)
+    ordered.update(record)
+    ordered["params"] = task.get("params", {})
     return ordered
 
 
