@@ -470,15 +470,17 @@ cm_propose <- function(k, seed) {
   cm_to_json(cm_register(prop$prop.points, prop$prop.type, cm_proposal_items(prop, n), path_extras))
 }
 
-# The lie for pending points (constant liar): settings$lie is 'min', 'mean' or 'max' of the finished
-# values ('none' ignores pending points).
 cm_path_y <- function() {
   mlrMBO:::getOptStateOptPath(cm$state)$env$path[[cm_y_name]]
 }
 
+# The lie for pending points (constant liar): settings$lie is the 'best', 'mean' or 'worst' finished
+# value in the direction of the search ('none' ignores pending points).
 cm_lie <- function() {
   y <- cm_path_y()
-  switch(cm$settings$lie, min = min(y), max = max(y), mean = mean(y), stop("unknown lie"))
+  best <- if (cm$minimize) min(y) else max(y)
+  worst <- if (cm$minimize) max(y) else min(y)
+  switch(cm$settings$lie, best = best, worst = worst, mean = mean(y), stop("unknown lie"))
 }
 
 cm_pending_ids <- function() {

@@ -81,9 +81,9 @@ def build_parser():
     group.add_argument("--profile", choices=PROFILES,
                        help="surrogate/infill effort: mlrmbo (mlrMBO's defaults; default in sync mode) or fast "
                             "(100 trees, smaller infill search; default in async mode)")
-    group.add_argument("--lie", choices=LIES, default="min",
-                       help="async: the y assumed for running points (constant liar; default: min, the best "
-                            "value so far)")
+    group.add_argument("--lie", choices=LIES, default="best",
+                       help="async: the objective assumed for running points (constant liar): the best, mean "
+                            "or worst value so far, or none (ignore running points); default: best")
     group.add_argument("--maximize", action="store_true", help="maximize the objective (e.g. val_acc)")
     group.add_argument("--seed", type=int, metavar="S",
                        help="seed of R before the design and every proposal (default: drawn and recorded)")
@@ -164,6 +164,7 @@ class Search:
                                  done=len(records), quiet=args.quiet)
         self.progress.seed(records)
         self.resumed = bool(records)
+        self.design_ids = set()
         self._tells = []
         for record in records:
             self._track_best(record)
@@ -174,9 +175,13 @@ class Search:
         return len(self.experiment.records)
 
     def new_run_id(self):
-        run_id = "run-%04d" % self.next_number
-        self.next_number += 1
-        return run_id
+        """The next free ``run-NNNN`` (never one recorded, pending, or of the recorded design)."""
+        taken = self.experiment.finished_ids
+        while True:
+            run_id = "run-%04d" % self.next_number
+            self.next_number += 1
+            if run_id not in taken and run_id not in self.points and run_id not in self.design_ids:
+                return run_id
 
     def stopping(self, iteration=None):
         """True once --max-time or --iterations says: no new proposals."""
@@ -232,6 +237,7 @@ class Search:
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 design = json.load(handle)
+            self.design_ids = {d["run_id"] for d in design}
             finished = self.experiment.finished_ids
             return [Point(d["run_id"], None, 0, x=d["x"], params=d["params"], prop_type="initdesign", info={})
                     for d in design if d["run_id"] not in finished]

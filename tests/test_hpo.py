@@ -208,3 +208,22 @@ def test_unknown_hyperparameter_names_are_warned(tmp_path):
 def test_help_shows_a_working_example():
     result = launch("candle_mbo", ["--help"], timeout=60)
     assert result.returncode == 0 and "mpiexec -n 3 python -m candle_mbo --model examples/digits" in result.stdout
+
+
+@requires_mpi
+def test_resume_reruns_unfinished_design_points_under_their_own_ids(tmp_path):
+    out = tmp_path / "out"
+    result = hpo(out, FAULTY, "faulty_space.R", "--budget", 10, "--design-size", 6, "--seed", 1, "--mode", "sync")
+    assert result.returncode == 0, describe(result)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    # as if the job had died before the last design point and everything after it finished
+    kept = [line for line in lines if json.loads(line)["run_id"] not in ("run-0006",)
+            and json.loads(line)["iteration"] == 0]
+    (out / "results.jsonl").write_text("\n".join(kept) + "\n")
+    result = launch("candle_mbo", ["--output", out, "--resume", "--no-report"], np=3, timeout=300)
+    assert result.returncode == 0, describe(result)
+    records = read_records(out)
+    ids = [r["run_id"] for r in records]
+    assert len(ids) == 10 and len(set(ids)) == 10
+    rerun = next(r for r in records if r["run_id"] == "run-0006")
+    assert rerun["iteration"] == 0 and rerun["prop_type"] == "initdesign"

@@ -1,0 +1,29 @@
+"""Run every benchmark in turn (make bench). Each prints its table and saves it under bench/results/.
+
+    python bench/run_all.py [--quick]
+
+--quick: smaller sizes (a sanity run, figures not for the README).
+"""
+
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    quick = "--quick" in sys.argv
+    steps = [
+        ["pool_bench.py"] + (["--tasks", "2000", "--ranks", "4"] if quick else []),
+        ["bridge_bench.py"] + (["--rounds", "4", "--sizes", "50", "100"] if quick else []),
+        ["async_bench.py"] + (["--budget", "24"] if quick else []),
+        ["quality_bench.py"] + (["--seeds", "1", "--problems", "branin"] if quick else []),
+    ]
+    for step in steps:
+        print("== %s" % " ".join(step), flush=True)
+        subprocess.run([sys.executable, os.path.join(HERE, step[0])] + step[1:], check=True)
+
+
+if __name__ == "__main__":
+    main()
