@@ -47,7 +47,7 @@ test-fast: setup
 demo: setup
 	rm -rf experiments/demo
 	mpiexec -n $(NP) $(PYTHON) -m candle_mbo --model examples/digits/digits_baseline.py \
-	  --space examples/digits/space.R --budget 24 --seed 1 --output experiments/demo
+	  --space examples/digits/space.R --budget 40 --seed 1 --output experiments/demo
 
 bench: setup
 	$(PYTHON) bench/run_all.py

@@ -56,25 +56,49 @@ def r_rounds(space, opts, n, rounds, seed):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bridge(rounds):
+def py_rounds_subprocess(space, opts, rounds):
+    code = ("import sys, json; sys.path.insert(0, %r); from bridge_bench import python_rounds; "
+            "print(json.dumps(python_rounds(%r, %r, 12, %d, 5)))" % (os.path.join(ROOT, "bench"), space, opts, rounds))
+    return json.loads(subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
+                                     check=True, timeout=3600).stdout.strip().splitlines()[-1])
+
+
+def call_overhead(calls=2000):
+    """Seconds one bridge call costs with R doing nothing: a JSON string in, the same string out."""
+    from candle_mbo.mbo import _start_r
+
+    robjects = _start_r()
+    echo = robjects.r("function(text) text")
+    payload = json.dumps([{"id": i, "x": {"x1": 0.123456789012345, "act": "relu"}, "y": 0.5} for i in range(20)])
+    start = time.perf_counter()
+    for _ in range(calls):
+        json.loads(str(echo(payload)[0]))
+    return (time.perf_counter() - start) / calls
+
+
+def bridge(rounds, repeats):
+    """Both sides do identical R work (same seeds, same y); they alternate ``repeats`` times, each in a
+    fresh process, and the medians of the rounds are compared (the first round of each process, which
+    loads code, is left out)."""
     rows, data = [], []
     for name in ("numeric", "mixed"):
         opts = settings("mlrmbo")
-        # Python first in a fresh interpreter so that both sides start cold; the same seed: same work
-        code = ("import sys, json; sys.path.insert(0, %r); from bridge_bench import python_rounds; "
-                "print(json.dumps(python_rounds(%r, %r, 12, %d, 5)))" % (os.path.join(ROOT, "bench"), SPACES[name],
-                                                                        opts, rounds))
-        py = json.loads(subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
-                                       check=True, timeout=3600).stdout.strip().splitlines()[-1])
-        rs = r_rounds(SPACES[name], opts, 12, rounds, 5)
-        # the first round includes one-time costs (model code loading); compare the steady rounds
-        py_mean, r_mean = statistics.mean(py[1:]), statistics.mean(rs[1:])
-        rows.append([name, "%.3f" % r_mean, "%.3f" % py_mean, "%+.1f%%" % (100 * (py_mean / r_mean - 1))])
+        py, rs = [], []
+        for _ in range(repeats):
+            rs += r_rounds(SPACES[name], opts, 12, rounds, 5)[1:]
+            py += py_rounds_subprocess(SPACES[name], opts, rounds)[1:]
+        py_median, r_median = statistics.median(py), statistics.median(rs)
+        rows.append([name, len(py), "%.3f" % r_median, "%.3f" % py_median,
+                     "%+.1f%%" % (100 * (py_median / r_median - 1))])
         data.append({"space": name, "rscript_s": rs, "rpy2_s": py})
-    text = table(["space", "Rscript s/round", "rpy2 bridge s/round", "bridge adds"], rows)
-    save("bridge_overhead", {"machine": machine(), "rows": data},
-         "rpy2 bridge vs Rscript, same calls, %d propose+tell rounds after a 12-point design (%s)\n\n%s"
-         % (rounds, machine(), text))
+    text = table(["space", "rounds each", "Rscript s/round (median)", "rpy2 bridge s/round (median)",
+                  "bridge adds"], rows)
+    overhead = call_overhead()
+    text += ("\n\nOne bridge call with R doing nothing (a 2 KB JSON string in and out, parsed in Python): "
+             "%.0f us; a propose+tell round makes 2 calls." % (overhead * 1e6))
+    save("bridge_overhead", {"machine": machine(), "rows": data, "call_overhead_s": overhead},
+         "rpy2 bridge vs Rscript, same propose+tell calls after a 12-point design, alternated %d times (%s)\n\n%s"
+         % (repeats, machine(), text))
 
 
 def curve(sizes):
@@ -95,11 +119,12 @@ def curve(sizes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--skip-curve", action="store_true")
     args = parser.parse_args()
-    bridge(args.rounds)
+    bridge(args.rounds, args.repeats)
     if not args.skip_curve:
         curve(args.sizes)
 

@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 
-from common import (ENV, PYTHON, ROOT, cpu_seconds, environ_value, fresh_dir, machine, maps_contain, mpi_command,
+from common import (ENV, ROOT, cmdline, cpu_seconds, environ_value, fresh_dir, machine, maps_contain, mpi_command,
                     records, rss_mb, run, save, session_pids, table)
 
 NOOP = os.path.join(ROOT, "bench", "noop.py")
@@ -73,8 +73,23 @@ def ranks_of(leader):
     found = {}
     for pid in session_pids(leader):
         rank = environ_value(pid, "OMPI_COMM_WORLD_RANK")
-        if rank is not None and "candle_mbo" in open("/proc/%d/cmdline" % pid).read():
+        if rank is not None and "candle_mbo" in cmdline(pid):
             found[pid] = int(rank)
+    return found
+
+
+def children_of(parents):
+    """Runner subprocesses: children of the worker ranks (in sessions of their own)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid in parents:
+                found.append(int(name))
     return found
 
 
@@ -91,8 +106,7 @@ def idle_and_memory():
         time.sleep(8)  # start-up done, the long run going, two workers idle
         ranks = ranks_of(process.pid)
         children = {pid: rank for pid, rank in ranks.items()}
-        runners = [pid for pid in session_pids(process.pid) if pid not in ranks
-                   and "isolation import runner_main" in open("/proc/%d/cmdline" % pid).read()]
+        runners = [pid for pid in children_of(ranks) if "runner_main" in cmdline(pid)]
         before = {pid: cpu_seconds(pid) for pid in list(ranks) + runners}
         time.sleep(10)
         after = {pid: cpu_seconds(pid) for pid in before}
@@ -120,9 +134,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--ranks", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--only", choices=("throughput", "idle"))
     args = parser.parse_args()
-    throughput(args.ranks, args.tasks)
-    idle_and_memory()
+    if args.only != "idle":
+        throughput(args.ranks, args.tasks)
+    if args.only != "throughput":
+        idle_and_memory()
 
 
 if __name__ == "__main__":

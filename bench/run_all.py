@@ -16,7 +16,7 @@ def main():
     quick = "--quick" in sys.argv
     steps = [
         ["pool_bench.py"] + (["--tasks", "2000", "--ranks", "4"] if quick else []),
-        ["bridge_bench.py"] + (["--rounds", "4", "--sizes", "50", "100"] if quick else []),
+        ["bridge_bench.py"] + (["--rounds", "4", "--repeats", "1", "--sizes", "50", "100"] if quick else []),
         ["async_bench.py"] + (["--budget", "24"] if quick else []),
         ["quality_bench.py"] + (["--seeds", "1", "--problems", "branin"] if quick else []),
     ]

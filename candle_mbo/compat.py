@@ -25,6 +25,26 @@ from ._helpers import (
     verify_path,
 )
 
+def _report_parameter_errors():
+    """When a benchmark runs as a script, a ParameterError that nobody catches is bad input: print one
+    ``error: ...`` line and exit with code 2 instead of a traceback. Other exceptions are untouched."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, ParameterError):
+            print("error: %s" % value, file=sys.stderr)
+            sys.exit(2)
+        previous(kind, value, traceback)
+
+    if not getattr(previous, "_candle_mbo", False):
+        hook._candle_mbo = True
+        sys.excepthook = hook
+
+
+_report_parameter_errors()
+
 TENSORFLOW_ONLY = ("build_optimizer", "build_initializer", "TerminateOnTimeOut", "CandleRemoteMonitor")
 
 __all__ = [

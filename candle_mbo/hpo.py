@@ -153,7 +153,6 @@ class Search:
         self.points = {}  # run_id -> Point, for points submitted and not finished
         self.next_number = 1
         self.start = time.time()
-        self.proposals_made = 0
         self.best = None
         records = experiment.records
         for record in records:
@@ -367,24 +366,11 @@ def _run_number(run_id):
     return None
 
 
-def _fill_from_experiment(args, experiment):
-    """``--resume --output DIR`` alone: everything else comes from experiment.yaml."""
-    experiment.check()
-    stored = experiment.read_settings().get("settings", {})
-    if stored.get("kind") != "hpo":
-        raise UsageError("--output %s holds a %s experiment; resume it with python -m candle_mbo.upf"
-                         % (experiment.path, stored.get("kind")))
-    defaults = build_parser().parse_args([])
-    for key, value in stored.items():
-        if hasattr(args, key) and getattr(args, key) == getattr(defaults, key, None) and value is not None:
-            setattr(args, key, value)
-
-
 def run(args, pool, context):
     """The HPO workflow on rank 0 (see the module docstring). Returns the exit code."""
     experiment = workflow.experiment_for(args)
     if args.resume:
-        _fill_from_experiment(args, experiment)
+        workflow.fill_from_experiment(args, experiment, "hpo", build_parser)
     cli.require(args, "model", "space")
     if not os.path.isfile(args.space):
         raise UsageError("--space %s: file not found" % args.space)

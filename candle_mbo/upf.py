@@ -101,8 +101,8 @@ def build_parser():
 def run(args, pool, context):
     """The UPF workflow on rank 0 (see the module docstring). Returns the exit code."""
     experiment = workflow.experiment_for(args)
-    if args.resume and not args.model:
-        _fill_from_experiment(args, experiment)
+    if args.resume:
+        workflow.fill_from_experiment(args, experiment, "upf", build_parser)
     cli.require(args, "model", "upf")
     lines = read_upf(args.upf)
     if experiment is not None:
@@ -160,19 +160,6 @@ def run(args, pool, context):
         experiment.close()
     workflow.render_report(experiment, args)
     return 0
-
-
-def _fill_from_experiment(args, experiment):
-    """``--resume --output DIR`` alone: take the model, UPF file and options from experiment.yaml."""
-    experiment.check()
-    stored = experiment.read_settings().get("settings", {})
-    if stored.get("kind") != "upf":
-        raise UsageError("--output %s holds a %s experiment; resume it with python -m candle_mbo"
-                         % (experiment.path, stored.get("kind")))
-    for key in ("model", "upf", "default_model", "objective", "reduction", "timeout", "isolation", "memory_limit",
-                "threads_per_worker", "gpus_per_worker"):
-        if key in stored and getattr(args, key, None) in (None, 0, "", False, "val_loss", "last", "process"):
-            setattr(args, key, stored[key])
 
 
 def main(argv=None):

@@ -72,6 +72,24 @@ def experiment_for(args):
     return None
 
 
+def fill_from_experiment(args, experiment, kind, build_parser):
+    """``--resume --output DIR``: options left at their defaults take the experiment's stored settings.
+
+    So ``--resume --output DIR`` alone continues an experiment, and so does the original command
+    repeated with ``--resume`` (options given again must then match where it matters, see IDENTITY).
+    """
+    experiment.check()
+    stored = experiment.read_settings().get("settings", {})
+    if stored.get("kind") != kind:
+        other = "python -m candle_mbo" if stored.get("kind") == "hpo" else "python -m candle_mbo.upf"
+        raise UsageError("--output %s holds a %s experiment; resume it with %s"
+                         % (experiment.path, stored.get("kind"), other))
+    defaults = build_parser().parse_args([])
+    for key, value in stored.items():
+        if value is not None and hasattr(args, key) and getattr(args, key) == getattr(defaults, key, None):
+            setattr(args, key, value)
+
+
 def open_experiment(args, experiment, settings, identity, param_columns=(), extra_columns=()):
     """Open the experiment; on resume, check that ``identity`` settings match the stored ones.
 

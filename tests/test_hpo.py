@@ -227,3 +227,21 @@ def test_resume_reruns_unfinished_design_points_under_their_own_ids(tmp_path):
     assert len(ids) == 10 and len(set(ids)) == 10
     rerun = next(r for r in records if r["run_id"] == "run-0006")
     assert rerun["iteration"] == 0 and rerun["prop_type"] == "initdesign"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_surrogate_failure_falls_back_to_random_and_goes_on(tmp_path, mode):
+    out = tmp_path / "out"
+    result = launch("candle_mbo", ["--model", os.path.join(FIXTURES, "constant.py"), "--space",
+                                   os.path.join(FIXTURES, "ab_space.R"), "--output", out, "--budget", 8,
+                                   "--design-size", 4, "--mode", mode, "--learner", "km", "--seed", 1,
+                                   "--no-report"], timeout=300)
+    assert result.returncode == 0, describe(result)
+    records = read_records(out)
+    assert len(records) == 8
+    types = [r["prop_type"] for r in records if r["iteration"] > 0]
+    assert "random_fallback" in types and set(types) <= {"random_fallback", "random", "infill_cb"}
+    if mode == "sync":  # the same constant data every batch: every fit fails
+        assert set(types) == {"random_fallback"}
+    assert "surrogate failed" in result.stdout
+    assert all(r["proposal"]["error"] for r in records if r["prop_type"] == "random_fallback")
