@@ -6,7 +6,7 @@
 # It reads the experiment's mbo_settings.json, design.rds (the exact design rows) and results.jsonl,
 # then runs mbo() on the same problem. mbo()'s objective function looks the point up among the
 # experiment's results (so no objective is computed twice) and, after the last point of each batch,
-# seeds R the way candle_mbo does before each proposal: set.seed(seed + batch). It prints one JSON
+# seeds R the way candle_mbo does before each proposal batch i: set.seed(proposal_seed(seed, i)). It prints one JSON
 # object: {"equal": true/false, "batches": n, "points": n, "first_mismatch": ...} and exits 0 when
 # every proposed point equals the experiment's (relative tolerance 1e-9, the precision of the JSON
 # record), 1 otherwise.
@@ -53,6 +53,9 @@ same_point <- function(x, params) {
   TRUE
 }
 
+# candle_mbo.hpo.proposal_seed: the seed of step i (0: design, i: batch i) of a search seeded with S
+proposal_seed <- function(S, i) (as.numeric(S) * 10007 + i) %% 2147483647
+
 calls <- 0L
 n_design <- nrow(design)
 fun_impl <- function(x) {
@@ -71,7 +74,7 @@ fun_impl <- function(x) {
   }
   done <- calls - n_design
   if (calls == n_design || (done > 0 && done %% k == 0)) {
-    set.seed(settings$seed + max(0L, done %/% k) + 1L)
+    set.seed(proposal_seed(settings$seed, max(0L, done %/% k) + 1L))
   }
   value
 }

@@ -240,7 +240,7 @@ class Search:
             finished = self.experiment.finished_ids
             return [Point(d["run_id"], None, 0, x=d["x"], params=d["params"], prop_type="initdesign", info={})
                     for d in design if d["run_id"] not in finished]
-        proposals = self.thread.call(self.opt.initial_design, n, self.seed)
+        proposals = self.thread.call(self.opt.initial_design, n, proposal_seed(self.seed, 0))
         points = [Point(self.new_run_id(), p, 0) for p in proposals]
         write_json_atomic(path, [{"run_id": p.run_id, "x": p.x, "params": p.params} for p in points])
         if hasattr(self.opt, "save_design"):
@@ -287,7 +287,7 @@ class Search:
         iteration = max([r.get("iteration") or 0 for r in self.experiment.records] + [0]) + 1
         while self.done < self.budget and not self.stopping(iteration):
             k = min(self.settings["propose_points"], self.budget - self.done)
-            proposals = self.thread.call(self.opt.propose, k, self.seed + iteration)
+            proposals = self.thread.call(self.opt.propose, k, proposal_seed(self.seed, iteration))
             self._log_optimizer_messages()
             batch = [Point(self.new_run_id(), p, iteration) for p in proposals[:k]]
             for point in batch:
@@ -321,7 +321,7 @@ class Search:
                     self._tell_later(backlog)
                     backlog = []
                 propose = self.opt.propose if told_finite >= warmup else self.opt.random_points
-                future = self.thread.submit(propose, 1, self.seed + number)
+                future = self.thread.submit(propose, 1, proposal_seed(self.seed, number))
                 future.number = number
                 number += 1
             backlog += self.collect(timeout=0.02 if future is not None else 0.5)
@@ -350,6 +350,15 @@ class Search:
 
     def _no_more(self, number, limit):
         return self.stopping() or (limit is not None and number > limit)
+
+
+def proposal_seed(seed, index):
+    """R's seed for step ``index`` of a search seeded with ``seed`` (0: the design; i: proposal batch i).
+
+    Spread out so that searches with nearby seeds never share a random stream (``seed + i`` would: seed
+    1's third batch would draw what seed 4's design draws). R/mbo_reference.R uses the same formula.
+    """
+    return (int(seed) * 10007 + int(index)) % 2147483647
 
 
 def objective_for_optimizer(record):
