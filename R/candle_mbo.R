@@ -18,8 +18,8 @@
 # Modes:
 #   sync  - one batch of k proposals (mlrMBO multi-point, 'cb' by default), evaluated, told back.
 #   async - results enter the path as they arrive (no surrogate fit per result); each proposal fits
-#           the surrogate on finished points plus the pending ones with a lie for their y (constant
-#           liar), so that concurrent proposals spread out.
+#           the surrogate on finished points plus the pending ones with a lie for their y (by default
+#           the surrogate's own prediction: "kriging believer"), so that concurrent proposals spread out.
 #
 # mlrMBO internals used (versions pinned in R/install_packages.R): getExtras, makeTaskSingleObj,
 # proposePointsByInfillOptimization, getOptStateOptPath, getOptStateOptProblem, getOptStateLoop,
@@ -140,7 +140,7 @@ cm_make_control <- function(settings) {
   crit <- cm_make_crit(settings$crit)
   infill.args <- list(control = control, crit = crit)
   if (identical(settings$profile, "fast")) {
-    infill.args <- c(infill.args, list(opt.focussearch.points = 500L, opt.focussearch.maxit = 3L,
+    infill.args <- c(infill.args, list(opt.focussearch.points = 300L, opt.focussearch.maxit = 3L,
                                        opt.restarts = 1L))
   }
   control <- do.call(setMBOControlInfill, infill.args)
@@ -474,13 +474,23 @@ cm_path_y <- function() {
   mlrMBO:::getOptStateOptPath(cm$state)$env$path[[cm_y_name]]
 }
 
-# The lie for pending points (constant liar): settings$lie is the 'best', 'mean' or 'worst' finished
-# value in the direction of the search ('none' ignores pending points).
+# The constant lie for pending points (constant liar): settings$lie is the 'best', 'mean' or 'worst'
+# finished value in the direction of the search ('none' ignores pending points; 'believer' see cm_lies).
 cm_lie <- function() {
   y <- cm_path_y()
   best <- if (cm$minimize) min(y) else max(y)
   worst <- if (cm$minimize) max(y) else min(y)
-  switch(cm$settings$lie, best = best, worst = worst, mean = mean(y), stop("unknown lie"))
+  switch(cm$settings$lie, best = best, worst = worst, mean = mean(y), believer = mean(y), stop("unknown lie"))
+}
+
+# One lie per pending row: the constant of cm_lie(), or for 'believer' (kriging believer) the
+# surrogate's own prediction there, which shrinks its uncertainty around running points without
+# inventing an optimum or a wall.
+cm_lies <- function(rows, opt.path, control, learner) {
+  if (!identical(cm$settings$lie, "believer")) return(rep(cm_lie(), nrow(rows)))
+  model <- train(learner, mlrMBO:::makeTaskSingleObj(opt.path, control))
+  newdata <- BBmisc::convertDataFrameCols(rows, ints.as.num = TRUE, logicals.as.factor = TRUE)
+  getPredictionResponse(predict(model, newdata = newdata))
 }
 
 cm_pending_ids <- function() {
@@ -503,9 +513,9 @@ cm_propose_async <- function(k, seed) {
       # as mlrMBO's own constant liar does: x and the lie only (a copied path keeps no extras)
       rows <- do.call(rbind, cm$registry[as.character(pending)])
       xs <- lapply(dfRowsToList(rows, cm$par.set), ParamHelpers::repairPoint, par.set = cm$par.set)
-      lie <- cm_lie()
+      lies <- tryCatch(cm_lies(rows, op, control1, learner), error = function(e) rep(cm_lie(), length(xs)))
       dob <- mlrMBO:::getOptStateLoop(cm$state)
-      for (x in xs) addOptPathEl(op, x = x, y = lie, dob = dob)
+      for (i in seq_along(xs)) addOptPathEl(op, x = xs[[i]], y = lies[i], dob = dob)
     }
     crit <- control1$infill.crit
     if (isTRUE(cm$settings$random_lambda) && identical(getMBOInfillCritId(crit), "cb")) {

@@ -32,7 +32,7 @@ def settings(profile, learner="default", mode="sync"):
 
 
 def y_of(point_id):
-    return ((point_id * 37) % 101) / 101
+    return ((point_id * 37) % 101) / 128  # a binary fraction: exact through JSON on both sides
 
 
 def python_rounds(space, opts, n, rounds, seed):
@@ -101,18 +101,26 @@ def bridge(rounds, repeats):
          % (repeats, machine(), text))
 
 
-def curve(sizes):
+def curve(sizes, pending=7):
+    """Sync proposals (one point, nothing running) and async ones (one point while ``pending`` others run,
+    with the default believer lie: one more surrogate fit)."""
     script = os.path.join(ROOT, "bench", "proposal_curve.R")
     rows, data = [], []
-    for learner, space in (("km", "numeric"), ("rf", "mixed")):
-        for profile in ("mlrmbo", "fast"):
-            out = subprocess.run(["Rscript", script, SPACES[space], json.dumps(settings(profile, learner)),
-                                  ",".join(map(str, sizes))], capture_output=True, text=True, env=ENV, check=True,
-                                 timeout=7200)
-            seconds = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append([learner, space, profile] + ["%.2f" % s for s in seconds])
-            data.append({"learner": learner, "space": space, "profile": profile, "sizes": sizes, "seconds": seconds})
-    text = table(["learner", "space", "profile"] + ["%d evals" % n for n in sizes], rows)
+    cases = [("km", "numeric", "mlrmbo", "sync"), ("km", "numeric", "fast", "sync"), ("km", "numeric", "fast", "async"),
+             ("rf", "mixed", "mlrmbo", "sync"), ("rf", "mixed", "fast", "sync"), ("rf", "mixed", "fast", "async")]
+    for learner, space, profile, mode in cases:
+        opts = settings(profile, learner, mode)
+        opts["lie"] = "believer"
+        command = ["Rscript", script, SPACES[space], json.dumps(opts), ",".join(map(str, sizes))]
+        if mode == "async":
+            command.append(str(pending))
+        out = subprocess.run(command, capture_output=True, text=True, env=ENV, check=True, timeout=7200)
+        seconds = json.loads(out.stdout.strip().splitlines()[-1])
+        label = mode if mode == "sync" else "async, %d running" % pending
+        rows.append([learner, space, profile, label] + ["%.2f" % s for s in seconds])
+        data.append({"learner": learner, "space": space, "profile": profile, "mode": mode, "sizes": sizes,
+                     "seconds": seconds})
+    text = table(["learner", "space", "profile", "proposal"] + ["%d evals" % n for n in sizes], rows)
     save("proposal_curve", {"machine": machine(), "rows": data},
          "Seconds for one proposal (fit + infill search) as evaluations grow (%s)\n\n%s" % (machine(), text))
 

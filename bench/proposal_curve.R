@@ -1,5 +1,6 @@
 # Seconds for one proposal with n finished evaluations (bench/bridge_bench.py runs this).
-#   Rscript bench/proposal_curve.R SPACE SETTINGS_JSON 50,100,200,400
+#   Rscript bench/proposal_curve.R SPACE SETTINGS_JSON 50,100,200,400 [PENDING]
+# PENDING points are handed out and not told (async mode: they are running).
 args <- commandArgs(trailingOnly = TRUE)
 root <- normalizePath(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), ".."))
 source(file.path(root, "R", "candle_mbo.R"))
@@ -15,6 +16,8 @@ for (i in seq_along(sizes)) {
   }, numeric(1))
   items <- lapply(seq_along(design), function(j) list(id = design[[j]]$id, y = y[j]))
   invisible(cm_tell(as.character(jsonlite::toJSON(items, auto_unbox = TRUE, digits = NA))))
+  pending <- if (length(args) >= 4) as.integer(args[4]) else 0L
+  if (pending > 0) invisible(cm_random(pending, 3L, ""))
   t0 <- proc.time()[["elapsed"]]
   invisible(cm_propose(1L, 2L))
   seconds[i] <- proc.time()[["elapsed"]] - t0

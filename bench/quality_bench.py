@@ -31,9 +31,9 @@ PROBLEMS = {
                "defaults": None, "optimum": None},
 }
 METHODS = ("mlrMBO sync", "mlrMBO async", "random", "Optuna TPE")
-# Alternatives to async mlrMBO's default constant liar (lie = best value so far), compared on the
+# Alternatives to async mlrMBO's default lie for running points (believer), compared on the
 # synthetic problems only (the digits runs are real training and take minutes per search).
-LIE_VARIANTS = ("async lie=mean", "async lie=worst", "async lie=none")
+LIE_VARIANTS = ("async lie=best", "async lie=mean", "async lie=worst", "async lie=none")
 
 
 def candle_mbo_best(problem, method, seed, workers):
@@ -119,8 +119,14 @@ def main():
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS) + list(LIE_VARIANTS))
+    parser.add_argument("--merge", action="store_true",
+                        help="add to the results saved by an earlier run instead of replacing them")
     args = parser.parse_args()
     results = {}
+    saved = os.path.join(ROOT, "bench", "results", "quality.json")
+    if args.merge and os.path.exists(saved):
+        with open(saved) as handle:
+            results = json.load(handle)["results"]
     for problem in args.problems:
         for method in args.methods:
             if method in LIE_VARIANTS and problem == "digits":

@@ -10,7 +10,7 @@ Modes:
   and fed back before the next is proposed (CANDLE Supervisor's scheme; with ``--seed`` the proposals
   equal plain ``mlrMBO::mbo()``).
 - ``async``: a worker that frees gets the next proposal at once; proposals are computed ahead while
-  runs go on, and take the running points into account (constant liar), see R/candle_mbo.R.
+  runs go on, and take the running points into account (kriging believer), see R/candle_mbo.R.
 
 The budget counts every evaluation, design included, and is met exactly.
 """
@@ -81,9 +81,10 @@ def build_parser():
     group.add_argument("--profile", choices=PROFILES,
                        help="surrogate/infill effort: mlrmbo (mlrMBO's defaults; default in sync mode) or fast "
                             "(100 trees, smaller infill search; default in async mode)")
-    group.add_argument("--lie", choices=LIES, default="best",
-                       help="async: the objective assumed for running points (constant liar): the best, mean "
-                            "or worst value so far, or none (ignore running points); default: best")
+    group.add_argument("--lie", choices=LIES, default="believer",
+                       help="async: the objective assumed for running points: the surrogate's prediction "
+                            "(believer, default), the best, mean or worst value so far (constant liar), or "
+                            "none (ignore them)")
     group.add_argument("--maximize", action="store_true", help="maximize the objective (e.g. val_acc)")
     group.add_argument("--seed", type=int, metavar="S",
                        help="seed of R before the design and every proposal (default: drawn and recorded)")

@@ -83,9 +83,7 @@ def runner_main(read_fd, write_fd, parent_pid):
     config = receive_message(read_fd)
     _apply_memory_limit(config.get("memory_limit_mb"))
     try:
-        runner = Runner(config["model"], objective=config["objective"], reduction=config["reduction"],
-                        require_objective=config["require_objective"], default_model=config.get("default_model"),
-                        experiment_id=config.get("experiment_id", "EXP000"), fd_capture=True)
+        runner = Runner.from_config(config, fd_capture=True)
     except Exception as exc:  # noqa: BLE001 - reported to the supervisor as a message
         send_message(write_fd, ("error", str(exc)))
         return 1

@@ -18,7 +18,7 @@ log = logging.getLogger("candle_mbo.mbo")
 R_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "R")
 LEARNERS = ("default", "rf", "km", "ranger")
 CRITS = ("default", "cb", "ei", "aei", "eqi", "adacb", "mr", "se")
-LIES = ("best", "mean", "worst", "none")
+LIES = ("best", "mean", "worst", "believer", "none")
 PROFILES = ("mlrmbo", "fast")
 
 

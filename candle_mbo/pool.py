@@ -434,12 +434,12 @@ class InProcessExecutor:
         from .runner import Runner
 
         os.environ.update(env)
-        self.runner = Runner(config["model"], objective=config["objective"], reduction=config["reduction"],
-                             require_objective=config["require_objective"],
-                             default_model=config.get("default_model"),
-                             experiment_id=config.get("experiment_id", "EXP000"), fd_capture=fd_capture)
+        self.runner = Runner.from_config(config, fd_capture=fd_capture)
         self.timeout = timeout if timeout and timeout > 0 else None
         self.use_alarm = self.timeout and threading.current_thread() is threading.main_thread()
+        if self.timeout and not self.use_alarm:
+            log.warning("warning: --timeout is not enforced with --isolation none without mpiexec (the local "
+                        "worker is a thread); use the default isolation to enforce it")
 
     def run(self, task):
         if not self.use_alarm:

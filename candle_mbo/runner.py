@@ -282,6 +282,13 @@ class Runner:
         self._capture = _OutputCapture(fd_capture)
         self._accepts_default_model = _accepts_keyword(self.module.initialize_parameters, "default_model")
 
+    @classmethod
+    def from_config(cls, config, fd_capture=False):
+        """A Runner from the settings the master sends to workers (see workflow.runner_config)."""
+        return cls(config["model"], objective=config["objective"], reduction=config["reduction"],
+                   require_objective=config["require_objective"], default_model=config.get("default_model"),
+                   experiment_id=config.get("experiment_id", "EXP000"), fd_capture=fd_capture)
+
     def describe(self):
         """The benchmark's resolved default parameters and definitions, without running it."""
         with tempfile.TemporaryDirectory(prefix="candle-mbo-probe-") as scratch, _quiet(), \
