@@ -443,6 +443,14 @@ cm_proposal_items <- function(prop, k) {
   })
 }
 
+# The reliability tests' hook: CANDLE_MBO_INJECT_FAULT=surrogate makes every surrogate fit fail, as
+# kriging does now and then on flat data (a real failure cannot be made to happen on cue in async mode).
+cm_injected_fault <- function() {
+  if (identical(Sys.getenv("CANDLE_MBO_INJECT_FAULT"), "surrogate")) {
+    stop("injected surrogate fault (CANDLE_MBO_INJECT_FAULT)", call. = FALSE)
+  }
+}
+
 # k points. Sync: mlrMBO's proposePoints on the state (a batch of k, multi-point 'cb' by default).
 # Async: one point at a time, with pending points entered under a lie. Any surrogate error gives
 # random points instead (prop_type 'random_fallback', the error in 'error').
@@ -457,7 +465,10 @@ cm_propose <- function(k, seed) {
   problem <- mlrMBO:::getOptStateOptProblem(cm$state)
   problem$control$propose.points <- k
   set.seed(seed)
-  prop <- tryCatch(proposePoints(cm$state), error = function(e) e)
+  prop <- tryCatch({
+    cm_injected_fault()
+    proposePoints(cm$state)
+  }, error = function(e) e)
   problem$control$propose.points <- cm$control$propose.points
   if (inherits(prop, "error")) {
     msg <- conditionMessage(prop)
@@ -522,6 +533,7 @@ cm_propose_async <- function(k, seed) {
       control1$infill.crit <- makeMBOInfillCritCB(cb.lambda = rexp(1))
     }
     prop <- tryCatch({
+      cm_injected_fault()
       task <- mlrMBO:::makeTaskSingleObj(op, control1)
       model <- train(learner, task)
       mlrMBO:::proposePointsByInfillOptimization(cm$state, control = control1, opt.path = op,
