@@ -83,16 +83,20 @@ def bridge(rounds, repeats):
     rows, data = [], []
     for name in ("numeric", "mixed"):
         opts = settings("mlrmbo")
-        py, rs = [], []
+        py, rs, pair_ratios = [], [], []
         for _ in range(repeats):
-            rs += r_rounds(SPACES[name], opts, 12, rounds, 5)[1:]
-            py += py_rounds_subprocess(SPACES[name], opts, rounds)[1:]
+            r_times = r_rounds(SPACES[name], opts, 12, rounds, 5)[1:]
+            py_times = py_rounds_subprocess(SPACES[name], opts, rounds)[1:]
+            pair_ratios.append(statistics.median(py_times) / statistics.median(r_times) - 1)
+            rs += r_times
+            py += py_times
         py_median, r_median = statistics.median(py), statistics.median(rs)
         rows.append([name, len(py), "%.3f" % r_median, "%.3f" % py_median,
-                     "%+.1f%%" % (100 * (py_median / r_median - 1))])
-        data.append({"space": name, "rscript_s": rs, "rpy2_s": py})
+                     "%+.1f%%" % (100 * (py_median / r_median - 1)),
+                     "%+.1f%% .. %+.1f%%" % (100 * min(pair_ratios), 100 * max(pair_ratios))])
+        data.append({"space": name, "rscript_s": rs, "rpy2_s": py, "pair_ratios": pair_ratios})
     text = table(["space", "rounds each", "Rscript s/round (median)", "rpy2 bridge s/round (median)",
-                  "bridge adds"], rows)
+                  "bridge adds", "range over the %d pairs" % repeats], rows)
     overhead = call_overhead()
     text += ("\n\nOne bridge call with R doing nothing (a 2 KB JSON string in and out, parsed in Python): "
              "%.0f us; a propose+tell round makes 2 calls." % (overhead * 1e6))
@@ -128,7 +132,7 @@ def curve(sizes, pending=7):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--skip-curve", action="store_true")
     args = parser.parse_args()
