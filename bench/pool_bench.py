@@ -3,10 +3,10 @@
     python bench/pool_bench.py [--tasks 20000] [--ranks 4 8]
 
 Throughput: a UPF of N no-op runs over 4 and 8 ranks, in-process (--isolation none) and with isolated
-runners, against a raw mpi4py send/recv loop of the same shape, measured in the same run. Each
-candle_mbo run still creates its runs/<id>/ folder with params.json, result.json and model.log; the
-output goes to tmpfs (/dev/shm) so that the figures measure candle_mbo rather than this VM's disk
-(one row on the disk is printed for comparison). Rates are steady-state: runs / (last finish - first
+runners, with and without per-run folders (--no-run-dirs), against a raw mpi4py send/recv loop of the
+same shape, measured in the same run. By default each candle_mbo run creates its runs/<id>/ folder with
+params.json, result.json and model.log; the output goes to tmpfs (/dev/shm) so that the figures measure
+candle_mbo rather than this VM's disk (one row on the disk is printed for comparison). Rates are steady-state: runs / (last finish - first
 start), which leaves out the start-up (imports, model probe) that a 20,000-run job pays once.
 
 Idle cost: CPU time used by each rank over 10 s while the workers have nothing to do.
@@ -37,11 +37,11 @@ def raw_rate(np, n):
     return float(run(mpi_command(np, [os.path.join(ROOT, "bench", "raw_mpi_loop.py"), n])).stdout.strip())
 
 
-def pool_rate(np, upf, isolation, out):
+def pool_rate(np, upf, isolation, out, run_dirs=True):
     fresh_dir(out)
     start = time.time()
     run(mpi_command(np, ["-m", "candle_mbo.upf", "--model", NOOP, "--upf", upf, "--output", out, "--isolation",
-                         isolation, "--quiet", "--no-report"]))
+                         isolation, "--quiet", "--no-report"] + ([] if run_dirs else ["--no-run-dirs"])))
     wall = time.time() - start
     done = records(out)
     first = min(r["started"] for r in done)
@@ -55,13 +55,17 @@ def throughput(ranks, n):
     rows, data = [], []
     for np in ranks:
         raw = raw_rate(np, n)
-        for isolation, where in (("none", "/dev/shm"), ("process", "/dev/shm"), ("none", "/tmp")):
-            steady, overall = pool_rate(np, upf, isolation, os.path.join(where, "candle-mbo-bench-out"))
-            label = "in-process" if isolation == "none" else "isolated runners"
-            rows.append([np, label + ("" if where == "/dev/shm" else " (disk)"), "%.0f" % raw, "%.0f" % steady,
-                         "%.1f%%" % (100 * steady / raw), "%.0f" % overall])
-            data.append({"ranks": np, "isolation": isolation, "output": where, "raw_per_s": raw,
-                         "steady_per_s": steady, "overall_per_s": overall, "ratio": steady / raw})
+        for isolation, where, run_dirs in (("none", "/dev/shm", True), ("process", "/dev/shm", True),
+                                           ("none", "/dev/shm", False), ("process", "/dev/shm", False),
+                                           ("none", "/tmp", True)):
+            steady, overall = pool_rate(np, upf, isolation, os.path.join(where, "candle-mbo-bench-out"), run_dirs)
+            label = ("in-process" if isolation == "none" else "isolated runners") + \
+                ("" if run_dirs else ", --no-run-dirs") + ("" if where == "/dev/shm" else " (disk)")
+            rows.append([np, label, "%.0f" % raw, "%.0f" % steady, "%.1f%%" % (100 * steady / raw),
+                         "%.0f" % overall])
+            data.append({"ranks": np, "isolation": isolation, "output": where, "run_dirs": run_dirs,
+                         "raw_per_s": raw, "steady_per_s": steady, "overall_per_s": overall,
+                         "ratio": steady / raw})
     os.remove(upf)
     text = table(["ranks", "candle_mbo mode", "raw mpi4py loop /s", "candle_mbo runs/s", "ratio",
                   "incl. start-up /s"], rows)

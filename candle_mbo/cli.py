@@ -69,6 +69,11 @@ def add_common_arguments(parser):
                             "fastest, but a crash ends the job and timeouts are best-effort")
     group.add_argument("--memory-limit", type=positive_int, metavar="MB",
                        help="address-space limit of each runner process, in MB (isolation 'process' only)")
+    group.add_argument("--no-run-dirs", action="store_true",
+                       help="no runs/<run_id>/ folder per run (for thousands of very short runs, or a file system "
+                            "that suffers from many small files): each record in results.jsonl keeps the "
+                            "parameters and the history, run output goes to logs/, and output_dir is a scratch "
+                            "folder per worker shared by its runs")
     group = parser.add_argument_group("workers")
     group.add_argument("--threads-per-worker", type=positive_int, metavar="N",
                        help="OMP_NUM_THREADS / NUM_INTRA_THREADS / NUM_INTER_THREADS of each worker "

@@ -194,7 +194,7 @@ class Search:
     def submit(self, point):
         self.points[point.run_id] = point
         self.pool.submit({"run_id": point.run_id, "params": point.params,
-                          "run_dir": self.experiment.run_dir(point.run_id)})
+                          "run_dir": workflow.run_dir(self.args, self.experiment, point.run_id)})
 
     def collect(self, timeout):
         """Record finished runs; return ``[(Point, y or None)]`` for the optimizer."""
@@ -425,6 +425,7 @@ def run(args, pool, context):
                     "budget": budget, "design_size": design_size, "propose_points": propose_points,
                     "iterations": args.iterations, "max_time": args.max_time, "timeout": args.timeout,
                     "isolation": args.isolation, "memory_limit": args.memory_limit,
+                    "no_run_dirs": bool(args.no_run_dirs),
                     "threads_per_worker": args.threads_per_worker, "gpus_per_worker": args.gpus_per_worker,
                     "workers": n_workers, "r_packages": thread.call(optimizer.versions)}
         if args.optimizer == "random":
@@ -461,16 +462,18 @@ def run(args, pool, context):
 def _final_summary(search, experiment, wall, saved):
     records = experiment.records
     busy = sum(r.get("duration_s") or 0 for r in records if r.get("started", 0) >= search.start)
+    logs = workflow.run_logs(search.args)
     for text in workflow.summary(records, search.args.objective, search.args.maximize, wall, busy,
-                                 search.pool.n_workers, experiment.path):
+                                 search.pool.n_workers, experiment.path, logs=logs):
         log.info(text)
     if search.best:
         log.info("best: %s %s = %s with %s", search.best["run_id"], search.args.objective,
                  format_objective(search.best["objective"]), json.dumps(search.best["params"]))
-        log.info("files: best.json, results.csv, results.jsonl%s, runs/<run_id>/",
-                 ", " + os.path.basename(saved) if saved else "")
+        log.info("files: best.json, results.csv, results.jsonl%s%s",
+                 ", " + os.path.basename(saved) if saved else "",
+                 "" if search.args.no_run_dirs else ", runs/<run_id>/")
     else:
-        log.info("no run succeeded: see %s/runs/<run_id>/model.log", experiment.path)
+        log.info("no run succeeded: see %s/%s", experiment.path, logs)
 
 
 def main(argv=None):

@@ -216,6 +216,9 @@ class IsolatedRunner:
             with contextlib.suppress(OSError), open(os.path.join(run_dir, "model.log"), "a") as log:
                 log.write("\n[candle_mbo] %s\n" % record["error"])
             write_run_result(run_dir, record, atomic=True)
+        elif self.log_path:  # --no-run-dirs: the run's output went to the runner's log
+            with contextlib.suppress(OSError), open(self.log_path, "a") as log:
+                log.write("\n[candle_mbo] run %s: %s\n" % (record["run_id"], record["error"]))
         self.restarts += 1
         return record
 

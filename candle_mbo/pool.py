@@ -12,8 +12,10 @@ Protocol (pickled tuples; ``mirror`` names: ``master_*`` / ``worker_*``)::
     worker -> master   ("hello", info)      at start: rank, host, pid, node-local index
     master -> worker   ("init", settings)   the resolved settings: model, isolation, timeout, ...
     worker -> master   ("ready", info) | ("error", message)   the model is imported (or could not be)
-    master -> worker   ("run", task)        one task at a time
+    master -> worker   ("run", task)        one task
     worker -> master   ("result", record)
+    master -> worker   ("runs", [task, ...])        a chunk of tasks (runs of a few milliseconds)
+    worker -> master   ("results", [record, ...])   their records, in completion order
     master -> worker   ("stop", None)       finish: close the runner, leave the loop
 
 No rank ever blocks in an MPI receive: every wait polls with ``Iprobe``/``Test`` and sleeps through a
@@ -191,12 +193,17 @@ class Pool:
     """Master end of the worker pool. Use ``Pool.create()``; then ``start``, ``submit``, ``poll``, ``close``.
 
     One task per worker at a time -- except while runs are very short (under ``PIPELINE_BELOW_S`` on
-    average), when each worker gets a second task queued behind its current one, so that it never
-    waits for the master between two runs. Long runs are never queued behind each other: a task goes
-    to the first worker that is free.
+    average), when each worker gets a second message queued behind its current one, so that it never
+    waits for the master between two runs; and runs of a few milliseconds (under ``CHUNK_BELOW_S``)
+    travel in chunks of about ``CHUNK_S`` seconds of work, so that the messages, not the runs, do not
+    become the cost. Chunks shrink as the queue empties, so that the last runs still spread over
+    every worker. Long runs are never queued behind each other: a task goes to the first free worker.
     """
 
     PIPELINE_BELOW_S = 0.05
+    CHUNK_BELOW_S = 0.005
+    CHUNK_S = 0.01
+    MAX_CHUNK = 64
 
     def __init__(self, link, world_size):
         self.link = link
@@ -205,7 +212,8 @@ class Pool:
         self.inflight = {w: collections.deque() for w in link.workers()}  # run ids sent, oldest first
         self.tasks = {}  # run_id -> task, for tasks sent and not finished
         self.idle = collections.deque()  # workers with nothing in flight
-        self.single = collections.deque()  # workers with one task in flight (may take a second)
+        self.single = collections.deque()  # workers with one message in flight (may take a second)
+        self.messages = {w: 0 for w in link.workers()}  # messages of tasks in flight per worker
         self.queue = collections.deque()
         self.dead = set()
         self.started = False
@@ -272,26 +280,36 @@ class Pool:
     def _next_worker(self):
         while self.idle:
             worker = self.idle.popleft()
-            if worker not in self.dead and not self.inflight[worker]:
+            if worker not in self.dead and not self.messages[worker]:
                 return worker
         if self.mean_duration is not None and self.mean_duration < self.PIPELINE_BELOW_S:
             while self.single:
                 worker = self.single.popleft()
-                if worker not in self.dead and len(self.inflight[worker]) == 1:
+                if worker not in self.dead and self.messages[worker] == 1:
                     return worker
         return None
+
+    def _chunk_size(self):
+        """Tasks per message: 1, or for runs of a few milliseconds, about CHUNK_S seconds of them."""
+        mean = self.mean_duration
+        if mean is None or mean >= self.CHUNK_BELOW_S:
+            return 1
+        fair = len(self.queue) // (2 * max(1, self.n_workers))
+        return max(1, min(self.MAX_CHUNK, int(self.CHUNK_S / max(mean, 1e-6)), fair))
 
     def _dispatch(self):
         while self.queue:
             worker = self._next_worker()
             if worker is None:
                 return
-            task = self.queue.popleft()
-            self.tasks[task["run_id"]] = task
-            self.inflight[worker].append(task["run_id"])
-            if len(self.inflight[worker]) == 1:
+            chunk = [self.queue.popleft() for _ in range(min(self._chunk_size(), len(self.queue)))]
+            for task in chunk:
+                self.tasks[task["run_id"]] = task
+                self.inflight[worker].append(task["run_id"])
+            self.messages[worker] += 1
+            if self.messages[worker] == 1:
                 self.single.append(worker)
-            self.link.send(worker, ("run", task))
+            self.link.send(worker, ("run", chunk[0]) if len(chunk) == 1 else ("runs", chunk))
 
     @property
     def pending(self):
@@ -300,7 +318,7 @@ class Pool:
 
     def idle_workers(self):
         """Workers with nothing to do right now."""
-        return sum(1 for w in self.link.workers() if w not in self.dead and not self.inflight[w])
+        return sum(1 for w in self.link.workers() if w not in self.dead and not self.messages[w])
 
     def cancel_queued(self):
         """Drop the tasks not yet sent to a worker; return them."""
@@ -318,9 +336,7 @@ class Pool:
         while True:
             message = self.link.poll(min(timeout, 0.05)) if self._local and timeout else self.link.poll()
             while message is not None:
-                record = self._handle(*message)
-                if record is not None:
-                    results.append(record)
+                results += self._handle(*message)
                 message = self.link.poll()
             if results:
                 self._backoff.reset()
@@ -332,6 +348,7 @@ class Pool:
                 self._backoff.sleep(remaining)
 
     def _handle(self, worker, message):
+        """Update the pool's state for one message; return the records it brings (maybe none)."""
         kind, payload = message
         if kind == "hello":
             self.workers.setdefault(worker, {}).update(payload)
@@ -344,28 +361,38 @@ class Pool:
             for run_id in reversed(self.inflight[worker]):
                 self.queue.appendleft(self.tasks.pop(run_id))
             self.inflight[worker].clear()
+            self.messages[worker] = 0
             if self.n_workers == 0:
                 raise PoolError("no worker could load the model: %s" % payload)
             self._dispatch()
-        elif kind == "result":
-            task = self.tasks.pop(payload["run_id"], None)
-            flight = self.inflight[worker]
-            if payload["run_id"] in flight:
-                flight.remove(payload["run_id"])
-            if not flight:
+        elif kind in ("result", "results"):
+            records = [payload] if kind == "result" else payload
+            for record in records:
+                self._finish(worker, record)
+            self.messages[worker] -= 1
+            if not self.messages[worker]:
                 self.idle.append(worker)
-            elif len(flight) == 1:
+            elif self.messages[worker] == 1:
                 self.single.append(worker)
-            duration = payload.get("duration_s")
-            if isinstance(duration, (int, float)):
-                self.mean_duration = duration if self.mean_duration is None else \
-                    0.9 * self.mean_duration + 0.1 * duration
             self._dispatch()
-            payload.setdefault("worker", worker)
-            if task is not None:
-                payload["task"] = task
-            return payload
-        return None
+            return records
+        return []
+
+    def _finish(self, worker, record):
+        """Book one finished task: out of flight, into the mean duration, its task attached."""
+        task = self.tasks.pop(record["run_id"], None)
+        flight = self.inflight[worker]
+        if flight and flight[0] == record["run_id"]:
+            flight.popleft()
+        elif record["run_id"] in flight:
+            flight.remove(record["run_id"])
+        duration = record.get("duration_s")
+        if isinstance(duration, (int, float)):
+            self.mean_duration = duration if self.mean_duration is None else \
+                0.9 * self.mean_duration + 0.1 * duration
+        record.setdefault("worker", worker)
+        if task is not None:
+            record["task"] = task
 
     def close(self):
         """Stop every worker (after their current task) and wait for the stop messages to go out."""
@@ -476,16 +503,35 @@ def _make_executor(settings, link, rank):
 
     local_index, local_size = settings.get("_layout", (0, 1))
     env = worker_environment(settings, local_index, local_size)
-    config = settings["runner"]
-    if settings.get("isolation", "process") == "none":
+    config = dict(settings["runner"])
+    log_dir = settings.get("log_dir")
+    isolated = settings.get("isolation", "process") != "none"
+    log_path = os.path.join(log_dir, "runner-%d.log" % rank) if log_dir else None
+    if not settings.get("run_dirs", True):
+        # --no-run-dirs: one scratch folder per worker is every run's output_dir; run output goes to the
+        # runner's log (isolated) or to logs/worker-<rank>.log (in-process)
+        if settings.get("scratch_dir"):
+            config["scratch_dir"] = os.path.join(settings["scratch_dir"], "worker-%d" % rank)
+        if not isolated and log_dir:
+            config["run_log"] = os.path.join(log_dir, "worker-%d.log" % rank)
+    if not isolated:
         return InProcessExecutor(config, env, fd_capture=not getattr(link, "in_process", False),
                                  timeout=settings.get("timeout"))
-    log_dir = settings.get("log_dir")
-    log_path = os.path.join(log_dir, "runner-%d.log" % rank) if log_dir else None
     executor = IsolatedRunner(config, env=env, log_path=log_path, timeout=settings.get("timeout"))
     executor.start()
     executor.wait_ready()
     return executor
+
+
+def _run_one(executor, task, rank, host):
+    try:
+        record = executor.run(task)
+    except Exception as exc:  # noqa: BLE001 - a framework bug in one run must not lose the result slot
+        record = {"run_id": str(task["run_id"]), "status": CRASHED, "objective": None,
+                  "error": "worker error: %s" % exc}
+    record["worker"] = rank
+    record["host"] = host
+    return record
 
 
 def worker_loop(link):
@@ -511,17 +557,11 @@ def worker_loop(link):
         kind, payload = link.receive()
         if kind == "stop":
             break
-        if kind == "run":
+        if kind in ("run", "runs"):
             if executor is None:
                 continue
-            try:
-                record = executor.run(payload)
-            except Exception as exc:  # noqa: BLE001 - a framework bug in one run must not lose the result slot
-                record = {"run_id": str(payload["run_id"]), "status": CRASHED, "objective": None,
-                          "error": "worker error: %s" % exc}
-            record["worker"] = rank
-            record["host"] = host
-            link.send(("result", record))
+            records = [_run_one(executor, task, rank, host) for task in ([payload] if kind == "run" else payload)]
+            link.send(("result", records[0]) if kind == "run" else ("results", records))
     if executor is not None:
         executor.close()
     return 0

@@ -268,7 +268,7 @@ class Runner:
     """
 
     def __init__(self, model, objective="val_loss", reduction="last", require_objective=False,
-                 default_model=None, experiment_id="EXP000", fd_capture=False):
+                 default_model=None, experiment_id="EXP000", fd_capture=False, scratch_dir=None, run_log=None):
         if reduction not in REDUCTIONS:
             raise ValueError("unknown reduction %r; choose one of %s" % (reduction, ", ".join(REDUCTIONS)))
         self.model_spec = model
@@ -280,6 +280,9 @@ class Runner:
         self.experiment_id = experiment_id
         self.fd_capture = fd_capture
         self._capture = _OutputCapture(fd_capture)
+        self.scratch_dir = os.path.abspath(scratch_dir or os.path.join(tempfile.gettempdir(), "candle-mbo-scratch"))
+        self.run_log = run_log
+        self._shared_log = None
         self._accepts_default_model = _accepts_keyword(self.module.initialize_parameters, "default_model")
 
     @classmethod
@@ -287,7 +290,8 @@ class Runner:
         """A Runner from the settings the master sends to workers (see workflow.runner_config)."""
         return cls(config["model"], objective=config["objective"], reduction=config["reduction"],
                    require_objective=config["require_objective"], default_model=config.get("default_model"),
-                   experiment_id=config.get("experiment_id", "EXP000"), fd_capture=fd_capture)
+                   experiment_id=config.get("experiment_id", "EXP000"), fd_capture=fd_capture,
+                   scratch_dir=config.get("scratch_dir"), run_log=config.get("run_log"))
 
     def describe(self):
         """The benchmark's resolved default parameters and definitions, without running it."""
@@ -315,60 +319,109 @@ class Runner:
         return self.module.initialize_parameters()
 
     def run(self, task):
-        """Run one task ``{"run_id", "params", "run_dir"}``; return the result record (never raises)."""
+        """Run one task ``{"run_id", "params", "run_dir"}``; return the result record (never raises).
+
+        With a ``run_dir`` the run gets its folder (params.json, model.log, result.json). With
+        ``run_dir`` None (``--no-run-dirs``) nothing is created per run: the history goes into the
+        record, output to the shared run log, and output_dir is this runner's scratch folder.
+        """
         run_id = str(task["run_id"])
-        run_dir = task["run_dir"]
-        try:
-            os.mkdir(run_dir)
-        except FileExistsError:
-            pass  # a rerun (resume) writes over the old files
-        except FileNotFoundError:
-            os.makedirs(run_dir, exist_ok=True)
-        hyper = dict(task.get("params") or {})
+        run_dir = task.get("run_dir")
+        if run_dir:
+            try:
+                os.mkdir(run_dir)
+            except FileExistsError:
+                pass  # a rerun (resume) writes over the old files
+            except FileNotFoundError:
+                os.makedirs(run_dir, exist_ok=True)
+            output = self._capture.to(os.path.join(run_dir, "model.log"))
+        else:
+            output = self._shared_output(run_id)
         started = time.time()
         record = {"run_id": run_id, "status": FAILED, "objective": None, "started": started}
-        history = extra = None
-        overrides = dict(hyper)
-        overrides.update(output_dir=run_dir, run_id=run_id, experiment_id=self.experiment_id)
-        saved_argv, saved_cwd = sys.argv, os.getcwd()
-        with self._capture.to(os.path.join(run_dir, "model.log")) as log:
-            try:
-                sys.argv = [self._argv0()]
-                os.chdir(run_dir)
-                with _benchmark.run_context(overrides, config_file=self.default_model) as context:
-                    params = self._initialize()
-                    if not isinstance(params, dict):
-                        raise TypeError("initialize_parameters() returned %s, not a dict" % type(params).__name__)
-                    definitions = context.get("definitions") or {}
-                    for name, value in overrides.items():
-                        params[name] = _benchmark.coerce_value(
-                            definitions.get(name) or _implied_definition(name, params.get(name)), value,
-                            "run parameter ")
-                write_json_fast(os.path.join(run_dir, "params.json"), plain_params(params))
-                returned = self.module.run(params)
-                objective, history, extra = objective_from(returned, self.objective, self.reduction)
-                if objective is None and self.require_objective:
-                    raise ValueError("run() returned None; this workflow needs an objective ('%s')" % self.objective)
-                record["status"] = OK
-                record["objective"] = objective
-            except BaseException as exc:  # noqa: BLE001 - a failed run is data, never a crash of the runner
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                record["error"] = _one_line(exc)
-                if isinstance(exc, SystemExit):
-                    record["error"] = "the model called sys.exit(%s)" % (exc.code,)
-                traceback.print_exc(file=log)
-            finally:
-                sys.argv = saved_argv
-                with contextlib.suppress(OSError):
-                    os.chdir(saved_cwd)
+        with output as log:
+            history, extra = self._execute(task, run_id, run_dir, record, log)
         finished = time.time()
         record.update(finished=finished, duration_s=round(finished - started, 6))
         if history:
             record["metrics"] = {k: v[-1] for k, v in history.items()
                                  if v and isinstance(v[-1], (int, float)) and math.isfinite(v[-1])}
-        write_run_result(run_dir, record, history, extra)
+        if run_dir:
+            write_run_result(run_dir, record, history, extra)
+        else:
+            if history is not None:
+                record["history"] = _plain(history)
+            if extra is not None:
+                record["infer_scores"] = _plain(extra)
         return record
+
+    def _execute(self, task, run_id, run_dir, record, log):
+        """Resolve the parameters as CANDLE does, call run(), read the objective into ``record``."""
+        history = extra = None
+        output_dir = run_dir or self.scratch_dir
+        overrides = dict(task.get("params") or {})
+        overrides.update(output_dir=output_dir, run_id=run_id, experiment_id=self.experiment_id)
+        saved_argv, saved_cwd = sys.argv, os.getcwd()
+        try:
+            sys.argv = [self._argv0()]
+            os.chdir(output_dir)
+            with _benchmark.run_context(overrides, config_file=self.default_model) as context:
+                params = self._initialize()
+                if not isinstance(params, dict):
+                    raise TypeError("initialize_parameters() returned %s, not a dict" % type(params).__name__)
+                definitions = context.get("definitions") or {}
+                for name, value in overrides.items():
+                    params[name] = _benchmark.coerce_value(
+                        definitions.get(name) or _implied_definition(name, params.get(name)), value,
+                        "run parameter ")
+            if run_dir:
+                write_json_fast(os.path.join(run_dir, "params.json"), plain_params(params))
+            returned = self.module.run(params)
+            objective, history, extra = objective_from(returned, self.objective, self.reduction)
+            if objective is None and self.require_objective:
+                raise ValueError("run() returned None; this workflow needs an objective ('%s')" % self.objective)
+            record["status"] = OK
+            record["objective"] = objective
+        except BaseException as exc:  # noqa: BLE001 - a failed run is data, never a crash of the runner
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            record["error"] = _one_line(exc)
+            if isinstance(exc, SystemExit):
+                record["error"] = "the model called sys.exit(%s)" % (exc.code,)
+            traceback.print_exc(file=log)
+        finally:
+            sys.argv = saved_argv
+            with contextlib.suppress(OSError):
+                os.chdir(saved_cwd)
+        return history, extra
+
+    @contextlib.contextmanager
+    def _shared_output(self, run_id):
+        """Output of a run without a folder: to ``run_log`` (or wherever this process writes), after a
+        header line naming the run. Costs no system call per run beyond the writes themselves."""
+        if self._shared_log is None:
+            os.makedirs(self.scratch_dir, exist_ok=True)
+            if self.run_log and self.fd_capture:
+                fd = os.open(self.run_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                os.close(fd)
+                self._shared_log = False
+            elif self.run_log:
+                self._shared_log = open(self.run_log, "a", encoding="utf-8", errors="replace")
+            else:
+                self._shared_log = False
+        saved = (sys.stdout, sys.stderr)
+        if self._shared_log:
+            sys.stdout = sys.stderr = self._shared_log
+        try:
+            sys.stdout.write("[candle_mbo] run %s\n" % run_id)
+            yield sys.stderr
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            sys.stdout, sys.stderr = saved
 
 
 def write_run_result(run_dir, record, history=None, extra=None, atomic=False):

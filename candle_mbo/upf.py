@@ -114,6 +114,7 @@ def run(args, pool, context):
     settings = {"kind": "upf", "entry": "candle_mbo.upf", "model": args.model, "upf": os.path.abspath(args.upf),
                 "default_model": args.default_model, "objective": args.objective, "reduction": args.reduction,
                 "timeout": args.timeout, "isolation": args.isolation, "memory_limit": args.memory_limit,
+                "no_run_dirs": bool(args.no_run_dirs),
                 "threads_per_worker": args.threads_per_worker, "gpus_per_worker": args.gpus_per_worker,
                 "workers": pool.n_workers}
     columns = []
@@ -145,7 +146,7 @@ def run(args, pool, context):
             pool.start(workflow.worker_settings(args, experiment, require_objective=False))
             for line in todo:
                 pool.submit({"run_id": line.run_id, "params": line.params,
-                             "run_dir": experiment.run_dir(line.run_id)})
+                             "run_dir": workflow.run_dir(args, experiment, line.run_id)})
             while pool.pending:
                 for record in pool.poll(timeout=1.0):
                     workflow.record_result(experiment, progress, workflow.finish_record(record))
@@ -154,7 +155,7 @@ def run(args, pool, context):
         records = [r for r in experiment.records if r["run_id"] in by_id]
         busy = sum(r.get("duration_s") or 0 for r in records if (r.get("started") or 0) >= start)
         for text in workflow.summary(records, args.objective, False, wall, busy, pool.n_workers,
-                                     experiment.path):
+                                     experiment.path, logs=workflow.run_logs(args)):
             log.info(text)
     finally:
         experiment.close()

@@ -134,7 +134,14 @@ def worker_settings(args, experiment, require_objective):
         "threads_per_worker": args.threads_per_worker,
         "gpus_per_worker": args.gpus_per_worker,
         "log_dir": experiment.file("logs"),
+        "run_dirs": not args.no_run_dirs,
+        "scratch_dir": experiment.file("scratch"),
     }
+
+
+def run_dir(args, experiment, run_id):
+    """A task's ``run_dir``: ``runs/<run_id>/``, or None with --no-run-dirs (see Runner.run)."""
+    return None if args.no_run_dirs else experiment.run_dir(run_id)
 
 
 _FIRST_FIELDS = ("run_id", "status", "objective", "duration_s", "worker", "host", "started", "finished")
@@ -167,7 +174,13 @@ def record_result(experiment, progress, record):
                            % len(experiment.records))
 
 
-def summary(records, objective_name, maximize, wall_s, busy_s, n_workers, experiment_path, top=5):
+def run_logs(args):
+    """Where a run's output is, for messages: its model.log, or the shared logs with --no-run-dirs."""
+    return "logs/*.log (--no-run-dirs)" if args.no_run_dirs else "runs/<run_id>/model.log"
+
+
+def summary(records, objective_name, maximize, wall_s, busy_s, n_workers, experiment_path, top=5,
+            logs="runs/<run_id>/model.log"):
     """The end-of-run summary: counts by status, the best runs with their parameters, time, utilization."""
     counts = {status: 0 for status in ALL}
     for record in records:
@@ -183,9 +196,9 @@ def summary(records, objective_name, maximize, wall_s, busy_s, n_workers, experi
             lines.append("  %d. %s  %s  %s" % (rank, record["run_id"], format_objective(record["objective"]), params))
     failed = [r for r in records if r.get("status") != OK]
     if failed:
-        lines.append("not ok: %s (logs: %s/runs/<run_id>/model.log)"
+        lines.append("not ok: %s (logs: %s/%s)"
                      % (", ".join(r["run_id"] for r in failed[:10]) + (" ..." if len(failed) > 10 else ""),
-                        experiment_path))
+                        experiment_path, logs))
     capacity = wall_s * max(n_workers, 1)
     utilization = " | workers busy %.0f%%" % (100.0 * busy_s / capacity) if capacity > 0 else ""
     lines.append("wall time %s | %d worker%s%s | results in %s"

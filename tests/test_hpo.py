@@ -47,6 +47,19 @@ def test_numeric_space_sync_exact_budget(tmp_path):
 
 
 @requires_mpi
+def test_async_search_without_run_dirs(tmp_path):
+    out = tmp_path / "out"
+    result = hpo(out, BRANIN, "branin_space.R", "--mode", "async", "--budget", 10, "--design-size", 4, "--seed", 3,
+                 "--no-run-dirs")
+    assert result.returncode == 0, describe(result)
+    records = read_records(out)
+    assert len(records) == 10 and all(r["status"] == "ok" and r["history"] for r in records)
+    assert not os.listdir(out / "runs")
+    best = json.loads((out / "best.json").read_text())
+    assert best["objective"] == min(r["objective"] for r in records)
+
+
+@requires_mpi
 @pytest.mark.parametrize("model, space", [(BRANIN, "branin_space.R"), (MIXED, "mixed_space.R")])
 def test_sync_proposals_equal_plain_mbo(tmp_path, model, space):
     out = tmp_path / "out"

@@ -148,3 +148,31 @@ def test_resuming_a_finished_experiment_ends_every_rank(tmp_path, module):
     again = launch(module, args + ["--resume"], np=3, timeout=120)  # a requeued job: nothing left to do
     assert again.returncode == 0, describe(again)
     assert len(read_records(out)) in (2, 5)
+
+
+@requires_mpi
+@pytest.mark.parametrize("isolation", ["process", "none"])
+def test_many_short_runs_without_run_dirs(tmp_path, isolation):
+    """Hundreds of millisecond runs (they travel in chunks), no runs/<id>/: every line exactly once."""
+    lines = [{"id": "r%03d" % i, "value": i} for i in range(300)]
+    lines[123] = {"id": "r123", "fate": "raise"}
+    lines[210] = {"id": "r210", "fate": "segv" if isolation == "process" else "nan"}
+    result = upf_run(tmp_path, lines, np=4, extra=["--no-run-dirs", "--isolation", isolation, "--quiet"])
+    assert result.returncode == 0, describe(result)
+    out = tmp_path / "out"
+    records = read_records(out)
+    assert sorted(r["run_id"] for r in records) == sorted(line["id"] for line in lines)
+    status = {r["run_id"]: r["status"] for r in records}
+    assert status.pop("r123") == "failed"
+    assert status.pop("r210") == ("crashed" if isolation == "process" else "failed")
+    assert set(status.values()) == {"ok"}
+    r7 = next(r for r in records if r["run_id"] == "r007")
+    assert r7["objective"] == 7.0 and r7["history"]["val_loss"][-1] == 7.0 and r7["params"] == {"value": 7}
+    assert not os.listdir(out / "runs")
+    assert {p.name for p in (out / "scratch").iterdir()} == {"worker-1", "worker-2", "worker-3"}
+    logs = "".join(p.read_text() for p in (out / "logs").glob("*.log"))
+    assert "[candle_mbo] run r123" in logs and "RuntimeError: injected failure" in logs
+    assert "fate: ok" not in result.stdout  # run output stays out of the job's output
+    again = upf_run(tmp_path, lines, np=3, extra=["--resume"])  # the stored setting is kept
+    assert again.returncode == 0, describe(again)
+    assert not os.listdir(out / "runs")
