@@ -5,12 +5,15 @@ The subprocess imports the user's model once and then runs task after task. If a
 SIGKILL after a grace period, also when SIGTERM is ignored), only the subprocess dies: the run is
 recorded as ``crashed`` or ``timeout`` and a fresh runner is started for the next task.
 
-Wire protocol on two pipes (length-prefixed pickles), supervisor -> runner: ``("run", task)`` or
-``("stop", None)``; runner -> supervisor: ``("ready", info)``, ``("error", message)`` when the model
-cannot be loaded, and ``("result", record)``. The runner's own stdout/stderr (outside runs) go to a log
+Wire protocol on two pipes (length-prefixed pickles), supervisor -> runner: ``("run", task)``,
+``("runs", [task, ...])`` (a chunk of short runs, run in order) or ``("stop", None)``; runner ->
+supervisor: ``("ready", info)``, ``("error", message)`` when the model cannot be loaded, and one
+``("result", record)`` per run as it finishes (so a crash or timeout inside a chunk costs only the run
+it hit; the rest of the chunk goes to the fresh runner). The runner's own stdout/stderr (outside runs) go to a log
 file; during a run they go to the run's model.log.
 """
 
+import collections
 import contextlib
 import ctypes
 import os
@@ -97,6 +100,9 @@ def runner_main(read_fd, write_fd, parent_pid):
             return 0
         if kind == "run":
             send_message(write_fd, ("result", runner.run(payload)))
+        elif kind == "runs":
+            for task in payload:
+                send_message(write_fd, ("result", runner.run(task)))
         elif kind == "describe":
             try:
                 send_message(write_fd, ("described", runner.describe()))
@@ -189,19 +195,37 @@ class IsolatedRunner:
     # -- running -------------------------------------------------------------------------------
     def run(self, task):
         """Run one task in the subprocess and return its record; restart the runner after a death."""
-        self.ensure_started()
-        started = time.time()
-        try:
-            send_message(self._to_child, ("run", task))
-            reply = self._wait_reply(started)
-        except EOFError:
-            reply = None
-        except BrokenPipeError:
-            reply = None
-        if reply is not None and reply[0] == "result":
-            return reply[1]
-        # The runner died, or passed its timeout and was killed.
-        timed_out = reply == "timeout"
+        return self.run_many([task])[0]
+
+    def run_many(self, tasks):
+        """Run tasks in order, sent in one message; return their records (one each, whatever happens).
+
+        Each run's timeout counts from the previous run's result. After a death the remaining tasks go
+        to a fresh runner.
+        """
+        records = []
+        pending = collections.deque(tasks)
+        while pending:
+            self.ensure_started()
+            started = time.time()
+            with contextlib.suppress(BrokenPipeError):  # a dead runner: the reply loop sees it
+                send_message(self._to_child, ("run", pending[0]) if len(pending) == 1 else ("runs", list(pending)))
+            while pending:
+                try:
+                    reply = self._wait_reply(started)
+                except (EOFError, BrokenPipeError):
+                    reply = None
+                if reply is not None and reply[0] == "result":
+                    records.append(reply[1])
+                    pending.popleft()
+                    started = time.time()
+                    continue
+                records.append(self._lost_run(pending.popleft(), started, timed_out=reply == "timeout"))
+                break
+        return records
+
+    def _lost_run(self, task, started, timed_out):
+        """The record of a run whose runner died or was killed at its timeout; reaps the runner."""
         code = self._reap()
         finished = time.time()
         record = {"run_id": str(task["run_id"]), "status": TIMEOUT if timed_out else CRASHED, "objective": None,

@@ -490,6 +490,9 @@ class InProcessExecutor:
             record["error"] = "stopped after %g s (--timeout)" % self.timeout
         return record
 
+    def run_many(self, tasks):
+        return [self.run(task) for task in tasks]
+
     def close(self):
         pass
 
@@ -523,15 +526,17 @@ def _make_executor(settings, link, rank):
     return executor
 
 
-def _run_one(executor, task, rank, host):
+def _run_tasks(executor, tasks, rank, host):
+    """One record per task, whatever happens (a framework bug is recorded as the runs' crash)."""
     try:
-        record = executor.run(task)
-    except Exception as exc:  # noqa: BLE001 - a framework bug in one run must not lose the result slot
-        record = {"run_id": str(task["run_id"]), "status": CRASHED, "objective": None,
-                  "error": "worker error: %s" % exc}
-    record["worker"] = rank
-    record["host"] = host
-    return record
+        records = executor.run_many(tasks)
+    except Exception as exc:  # noqa: BLE001 - a framework bug must not lose the result slots
+        records = [{"run_id": str(task["run_id"]), "status": CRASHED, "objective": None,
+                    "error": "worker error: %s" % exc} for task in tasks]
+    for record in records:
+        record["worker"] = rank
+        record["host"] = host
+    return records
 
 
 def worker_loop(link):
@@ -560,7 +565,7 @@ def worker_loop(link):
         if kind in ("run", "runs"):
             if executor is None:
                 continue
-            records = [_run_one(executor, task, rank, host) for task in ([payload] if kind == "run" else payload)]
+            records = _run_tasks(executor, [payload] if kind == "run" else payload, rank, host)
             link.send(("result", records[0]) if kind == "run" else ("results", records))
     if executor is not None:
         executor.close()

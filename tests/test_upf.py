@@ -157,7 +157,9 @@ def test_many_short_runs_without_run_dirs(tmp_path, isolation):
     lines = [{"id": "r%03d" % i, "value": i} for i in range(300)]
     lines[123] = {"id": "r123", "fate": "raise"}
     lines[210] = {"id": "r210", "fate": "segv" if isolation == "process" else "nan"}
-    result = upf_run(tmp_path, lines, np=4, extra=["--no-run-dirs", "--isolation", isolation, "--quiet"])
+    lines[250] = {"id": "r250", "fate": "hang"}  # inside a chunk: killed at its own timeout
+    result = upf_run(tmp_path, lines, np=4, extra=["--no-run-dirs", "--isolation", isolation, "--quiet",
+                                                   "--timeout", 3])
     assert result.returncode == 0, describe(result)
     out = tmp_path / "out"
     records = read_records(out)
@@ -165,6 +167,7 @@ def test_many_short_runs_without_run_dirs(tmp_path, isolation):
     status = {r["run_id"]: r["status"] for r in records}
     assert status.pop("r123") == "failed"
     assert status.pop("r210") == ("crashed" if isolation == "process" else "failed")
+    assert status.pop("r250") == "timeout"
     assert set(status.values()) == {"ok"}
     r7 = next(r for r in records if r["run_id"] == "r007")
     assert r7["objective"] == 7.0 and r7["history"]["val_loss"][-1] == 7.0 and r7["params"] == {"value": 7}
