@@ -9,8 +9,8 @@ Wire protocol on two pipes (length-prefixed pickles), supervisor -> runner: ``("
 ``("runs", [task, ...])`` (a chunk of short runs, run in order) or ``("stop", None)``; runner ->
 supervisor: ``("ready", info)``, ``("error", message)`` when the model cannot be loaded, and one
 ``("result", record)`` per run as it finishes (so a crash or timeout inside a chunk costs only the run
-it hit; the rest of the chunk goes to the fresh runner). The runner's own stdout/stderr (outside runs) go to a log
-file; during a run they go to the run's model.log.
+it hit; the rest of the chunk goes to the fresh runner). The runner's own stdout/stderr (outside runs)
+go to a log file; during a run they go to the run's model.log (or, with --no-run-dirs, stay there).
 """
 
 import collections

@@ -195,9 +195,9 @@ class Pool:
     One task per worker at a time -- except while runs are very short (under ``PIPELINE_BELOW_S`` on
     average), when each worker gets a second message queued behind its current one, so that it never
     waits for the master between two runs; and runs of a few milliseconds (under ``CHUNK_BELOW_S``)
-    travel in chunks of about ``CHUNK_S`` seconds of work, so that the messages, not the runs, do not
-    become the cost. Chunks shrink as the queue empties, so that the last runs still spread over
-    every worker. Long runs are never queued behind each other: a task goes to the first free worker.
+    travel in chunks of about ``CHUNK_S`` seconds of work, so that handling messages does not cost more
+    than the runs. Chunks shrink as the queue empties, so that the last runs still spread over every
+    worker. Long runs are never queued behind each other: a task goes to the first free worker.
     """
 
     PIPELINE_BELOW_S = 0.05
