@@ -214,6 +214,21 @@ def plain_params(params):
     return {str(k): _plain(v) for k, v in params.items()}
 
 
+def _flush_streams():
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _redirect_fds(path):
+    """Point file descriptors 1 and 2 at ``path`` (appending), after flushing Python's streams."""
+    _flush_streams()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 class _OutputCapture:
     """Sends stdout/stderr to a run's model.log while the run lasts.
 
@@ -231,19 +246,11 @@ class _OutputCapture:
     def to(self, log_path):
         saved = (sys.stdout, sys.stderr)
         if self.fd_level:
-            for stream in saved:
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.close(fd)
+            _redirect_fds(log_path)
             try:
                 yield sys.stderr
             finally:
-                for stream in (sys.stdout, sys.stderr):
-                    with contextlib.suppress(Exception):
-                        stream.flush()
+                _flush_streams()
                 sys.stdout, sys.stderr = saved
                 os.dup2(self._saved_fds[0], 1)
                 os.dup2(self._saved_fds[1], 2)
@@ -402,10 +409,7 @@ class Runner:
         if self._shared_log is None:
             os.makedirs(self.scratch_dir, exist_ok=True)
             if self.run_log and self.fd_capture:
-                fd = os.open(self.run_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                os.close(fd)
+                _redirect_fds(self.run_log)  # for good: this process only runs runs
                 self._shared_log = False
             elif self.run_log:
                 self._shared_log = open(self.run_log, "a", encoding="utf-8", errors="replace")
@@ -418,9 +422,7 @@ class Runner:
             sys.stdout.write("[candle_mbo] run %s\n" % run_id)
             yield sys.stderr
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
+            _flush_streams()
             sys.stdout, sys.stderr = saved
 
 
