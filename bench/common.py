@@ -37,23 +37,32 @@ def records(folder):
     return load_results(os.path.join(folder, "results.jsonl"))
 
 
-def session_pids(leader):
-    pids = []
+def stat_fields(pid):
+    """The fields of /proc/<pid>/stat after the command name: [0] state, [1] ppid, [3] session, ..."""
+    with open("/proc/%s/stat" % pid) as handle:
+        return handle.read().rsplit(")", 1)[1].split()
+
+
+def all_stats():
+    """(pid, stat_fields) of every process that still exists."""
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                with open("/proc/%s/stat" % name) as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
+                yield int(name), stat_fields(name)
             except OSError:
                 continue
-            if int(fields[3]) == leader and fields[0] != "Z":
-                pids.append(int(name))
-    return pids
+
+
+def session_pids(leader):
+    return [pid for pid, fields in all_stats() if int(fields[3]) == leader and fields[0] != "Z"]
+
+
+def children_of(parents):
+    return [pid for pid, fields in all_stats() if int(fields[1]) in parents]
 
 
 def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -19,8 +19,8 @@ import os
 import subprocess
 import time
 
-from common import (ENV, ROOT, cmdline, cpu_seconds, environ_value, fresh_dir, machine, maps_contain, mpi_command,
-                    records, rss_mb, run, save, session_pids, table)
+from common import (ENV, ROOT, children_of, cmdline, cpu_seconds, environ_value, fresh_dir, machine, maps_contain,
+                    mpi_command, records, rss_mb, run, save, session_pids, table)
 
 NOOP = os.path.join(ROOT, "bench", "noop.py")
 FAULTY = os.path.join(ROOT, "tests", "fixtures", "faulty.py")
@@ -82,21 +82,6 @@ def ranks_of(leader):
     return found
 
 
-def children_of(parents):
-    """Runner subprocesses: children of the worker ranks (in sessions of their own)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open("/proc/%s/stat" % name) as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if ppid in parents:
-                found.append(int(name))
-    return found
-
-
 def idle_and_memory():
     upf = write_upf("/dev/shm/candle-mbo-idle.upf", 0)
     with open(upf, "w") as handle:
@@ -110,6 +95,7 @@ def idle_and_memory():
         time.sleep(8)  # start-up done, the long run going, two workers idle
         ranks = ranks_of(process.pid)
         children = {pid: rank for pid, rank in ranks.items()}
+        # runner subprocesses: children of the worker ranks, in sessions of their own
         runners = [pid for pid in children_of(ranks) if "runner_main" in cmdline(pid)]
         before = {pid: cpu_seconds(pid) for pid in list(ranks) + runners}
         time.sleep(10)
