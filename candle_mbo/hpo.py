@@ -461,9 +461,8 @@ def run(args, pool, context):
 
 def _final_summary(search, experiment, wall, saved):
     records = experiment.records
-    busy = sum(r.get("duration_s") or 0 for r in records if r.get("started", 0) >= search.start)
     logs = workflow.run_logs(search.args)
-    for text in workflow.summary(records, search.args.objective, search.args.maximize, wall, busy,
+    for text in workflow.summary(records, search.args.objective, search.args.maximize, search.start, wall,
                                  search.pool.n_workers, experiment.path, logs=logs):
         log.info(text)
     if search.best:

@@ -153,8 +153,7 @@ def run(args, pool, context):
             pool.close()
         wall = time.time() - start
         records = [r for r in experiment.records if r["run_id"] in by_id]
-        busy = sum(r.get("duration_s") or 0 for r in records if (r.get("started") or 0) >= start)
-        for text in workflow.summary(records, args.objective, False, wall, busy, pool.n_workers,
+        for text in workflow.summary(records, args.objective, False, start, wall, pool.n_workers,
                                      experiment.path, logs=workflow.run_logs(args)):
             log.info(text)
     finally:

@@ -179,9 +179,12 @@ def run_logs(args):
     return "logs/*.log (--no-run-dirs)" if args.no_run_dirs else "runs/<run_id>/model.log"
 
 
-def summary(records, objective_name, maximize, wall_s, busy_s, n_workers, experiment_path, top=5,
+def summary(records, objective_name, maximize, start, wall_s, n_workers, experiment_path, top=5,
             logs="runs/<run_id>/model.log"):
-    """The end-of-run summary: counts by status, the best runs with their parameters, time, utilization."""
+    """The end-of-run summary: counts by status, the best runs with their parameters, time, utilization.
+
+    Utilization counts the runs started since ``start`` (this job, not the ones a resume inherited).
+    """
     counts = {status: 0 for status in ALL}
     for record in records:
         counts[record.get("status")] = counts.get(record.get("status"), 0) + 1
@@ -199,6 +202,7 @@ def summary(records, objective_name, maximize, wall_s, busy_s, n_workers, experi
         lines.append("not ok: %s (logs: %s/%s)"
                      % (", ".join(r["run_id"] for r in failed[:10]) + (" ..." if len(failed) > 10 else ""),
                         experiment_path, logs))
+    busy_s = sum(r.get("duration_s") or 0 for r in records if (r.get("started") or 0) >= start)
     capacity = wall_s * max(n_workers, 1)
     utilization = " | workers busy %.0f%%" % (100.0 * busy_s / capacity) if capacity > 0 else ""
     lines.append("wall time %s | %d worker%s%s | results in %s"
