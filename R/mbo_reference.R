@@ -6,10 +6,10 @@
 # It reads the experiment's mbo_settings.json, design.rds (the exact design rows) and results.jsonl,
 # then runs mbo() on the same problem. mbo()'s objective function looks the point up among the
 # experiment's results (so no objective is computed twice) and, after the last point of each batch,
-# seeds R the way candle_mbo does before each proposal batch i: set.seed(proposal_seed(seed, i)). It prints one JSON
-# object: {"equal": true/false, "batches": n, "points": n, "first_mismatch": ...} and exits 0 when
-# every proposed point equals the experiment's (relative tolerance 1e-9, the precision of the JSON
-# record), 1 otherwise.
+# seeds R the way candle_mbo does before each proposal batch i: set.seed(proposal_seed(seed, i)).
+# It prints one JSON object: {"equal": true/false, "batches": n, "points": n, "first_mismatch": ...}
+# and exits 0 when every proposed point equals the experiment's (relative tolerance 1e-9, the
+# precision of the JSON record), 1 otherwise.
 
 args <- commandArgs(trailingOnly = TRUE)
 if (length(args) != 1) {

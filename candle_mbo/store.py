@@ -11,8 +11,9 @@ Layout of an experiment directory::
 
 Durability: a record is written with one ``write`` of a whole line and flushed to the OS at once, so a
 kill -9 of the job loses no finished run; a background thread fsyncs the log at most once a second
-(and it is fsynced at the end), which bounds what a power loss or node crash could take to a second. A torn last line (killed mid-write) is dropped on resume, with a
-warning; a corrupt line in the middle stops the resume, so that no record is ever dropped silently.
+(and it is fsynced at the end), which bounds what a power loss or node crash could take to a second.
+A torn last line (killed mid-write) is dropped on resume, with a warning; a corrupt line in the middle
+stops the resume, so that no record is ever dropped silently.
 """
 
 import csv
