@@ -1,13 +1,20 @@
 """Command-line plumbing shared by ``python -m candle_mbo`` (HPO) and ``python -m candle_mbo.upf``.
 
-Thin on purpose: option parsing, the YAML ``--config`` file, and ``main()``, which turns bad input into
-one ``error: ...`` line with exit code 2 and any other failure into a one-line error, a traceback file
-and exit code 1 -- ending every MPI rank, never leaving the job hanging.
+Thin on purpose: option parsing (which options the user typed, for resume), the YAML ``--config`` file,
+and ``main()``, which turns bad input into one ``error: ...`` line with exit code 2 and any other failure
+into a one-line error, a traceback file and exit code 1 -- ending every MPI rank, never leaving the job
+hanging. Errors always reach the terminal the job started with, even while a run's output is captured.
+
+Exit codes (also in --help): 0 the workflow completed (failed runs are results); 1 unexpected error; 2
+bad input, nothing run; 3 stopped early because every run failed (--max-failures); 128 + N stopped by
+signal N (130 SIGINT, 138 SIGUSR1, 143 SIGTERM), the unfinished runs journaled to run again first on
+--resume.
 """
 
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -15,14 +22,19 @@ import traceback
 import yaml
 
 from .errors import UsageError
-from .pool import Pool
 from .progress import setup_logging
+from .ranks import Ranks
 
 log = logging.getLogger("candle_mbo")
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (``error: ...``, exit code 2) instead of a usage dump."""
+    """argparse with one-line errors (``error: ...``, exit code 2) instead of a usage dump, and no
+    abbreviated options (so that what the user typed is known exactly, see ``typed_options``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError("%s (see --help)" % message)
@@ -45,8 +57,19 @@ def nonnegative_float(text):
     return value
 
 
+def nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more, got %s" % text)
+    return value
+
+
 positive_int.__name__ = "a whole number >= 1"
 nonnegative_float.__name__ = "seconds"
+nonnegative_int.__name__ = "a whole number >= 0"
 
 
 def add_common_arguments(parser):
@@ -74,22 +97,39 @@ def add_common_arguments(parser):
                             "that suffers from many small files): each record in results.jsonl keeps the "
                             "parameters and the history, run output goes to logs/, and output_dir is a scratch "
                             "folder per worker shared by its runs")
+    group.add_argument("--maximize", action="store_true",
+                       help="a larger objective is better (e.g. val_acc): for the search, best.json and the summary")
+    group.add_argument("--allow-unknown-params", action="store_true",
+                       help="accept parameter names the benchmark does not define even when they look like a "
+                            "typo of one it does (default: refused, with the name it probably meant)")
     group = parser.add_argument_group("workers")
     group.add_argument("--threads-per-worker", type=positive_int, metavar="N",
                        help="OMP_NUM_THREADS / NUM_INTRA_THREADS / NUM_INTER_THREADS of each worker "
-                            "(default: the node's cores divided by the ranks on the node)")
-    group.add_argument("--gpus-per-worker", type=int, default=0, metavar="K",
-                       help="set CUDA_VISIBLE_DEVICES to K GPUs per worker, by node-local worker index")
+                            "(default: SLURM_CPUS_PER_TASK, else the worker's CPUs divided by the ranks sharing them)")
+    group.add_argument("--gpus-per-worker", type=nonnegative_int, default=0, metavar="K",
+                       help="give each worker K GPUs of its node through CUDA_VISIBLE_DEVICES, by its index on the "
+                            "node (the mapping is printed at start; 0: leave the GPU variables alone)")
+    group = parser.add_argument_group("stopping")
+    group.add_argument("--max-failures", type=nonnegative_int, metavar="N",
+                       help="stop early (exit 3) when the first N runs of the job all failed (default: 5, or the "
+                            "number of workers if more; 0: never)")
+    group.add_argument("--grace", type=nonnegative_float, default=0, metavar="S",
+                       help="on SIGTERM or SIGUSR1, let running runs finish for up to S seconds before stopping "
+                            "(e.g. Slurm's --signal=B:USR1@300 with --grace 280); SIGINT stops at once")
     group = parser.add_argument_group("experiment")
     group.add_argument("--output", metavar="DIR",
                        help="experiment directory (default: a new experiments/EXPnnn)")
     group.add_argument("--resume", action="store_true",
-                       help="continue the experiment in --output: finished runs are kept, the rest runs")
+                       help="continue the experiment in --output: interrupted runs first, under their own ids; "
+                            "options not typed again keep their stored values")
+    group.add_argument("--accept-changed", action="store_true",
+                       help="with --resume: go on although an input file (space, defaults, UPF, model) changed "
+                            "since the experiment started (e.g. a fixed comment)")
     group.add_argument("--config", metavar="YAML",
                        help="read options from a YAML mapping (keys are option names); the command line wins")
     group.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
     group.add_argument("--verbose", action="store_true", help="debug messages")
-    group.add_argument("--no-report", action="store_true", help="do not render the plots at the end")
+    group.add_argument("--no-report", action="store_true", help="do not render the plots and report.html at the end")
 
 
 def option_names(parser):
@@ -153,7 +193,11 @@ def config_tokens(parser, path):
 
 
 def parse_arguments(parser, argv=None):
-    """Parse ``argv`` on top of the ``--config`` file's options (the command line wins)."""
+    """Parse ``argv`` on top of the ``--config`` file's options (the command line wins).
+
+    ``args.typed`` is the set of options (dest names) given on the command line or in the config file:
+    on ``--resume`` only those override the experiment's stored settings.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = ArgumentParser(add_help=False)
     pre.add_argument("--config")
@@ -161,7 +205,41 @@ def parse_arguments(parser, argv=None):
     tokens = config_tokens(parser, known.config) if known.config else []
     args = parser.parse_args(tokens + argv)
     args.config_tokens = tokens
+    args.typed = typed_options(parser, tokens + argv)
     return args
+
+
+def typed_options(parser, tokens):
+    """The dest names of the options that appear in ``tokens``."""
+    by_flag = {flag: action.dest for action in parser._actions for flag in action.option_strings}  # noqa: SLF001
+    typed = set()
+    for token in tokens:
+        if token.startswith("--"):
+            dest = by_flag.get(token.split("=", 1)[0])
+            if dest is not None:
+                typed.add(dest)
+    return typed
+
+
+def apply_stored(args, stored, identity, paths=()):
+    """``--resume``: options not typed take the experiment's stored value; typed identity options must match.
+
+    ``identity`` names the settings a resumed experiment cannot change (refused with exit 2); ``paths`` the
+    ones compared as absolute paths.
+    """
+    for key, value in stored.items():
+        if not hasattr(args, key) or key in ("output", "resume", "config", "accept_changed"):
+            continue
+        if key not in args.typed:
+            setattr(args, key, value)
+            continue
+        given = getattr(args, key)
+        if key in paths and given is not None:
+            given = os.path.abspath(given)
+        if key in identity and given != value:
+            raise UsageError("--%s %s differs from the experiment's %s; a resumed experiment keeps its %s (leave the "
+                             "option out, or start a new experiment to change it)"
+                             % (key.replace("_", "-"), given, value, key.replace("_", " ")))
 
 
 def require(args, *names):
@@ -170,42 +248,72 @@ def require(args, *names):
             raise UsageError("--%s is required (on the command line or as '%s:' in --config)" % (name, name))
 
 
+class Interrupted(BaseException):
+    """A stop signal before the dispatch loop started (nothing runs yet): exit 128 + the signal's number."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def main(build_parser, workflow, argv=None):
-    """Run ``workflow(args, pool)`` on rank 0 and the worker loop elsewhere; return the exit code."""
-    pool, code = Pool.create()
-    if pool is None:
+    """Run ``workflow(args, ranks, context)`` on rank 0 and the other ranks' roles elsewhere; return the exit code."""
+    ranks, code = Ranks.create()
+    if ranks is None:
         return code
+    terminal = sys.stderr  # a run's output capture may swap sys.stderr later: errors go here
     setup_logging(rank=0)
-    context = {"error_dir": None}
+    if _main_thread():
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, _raise_interrupted)
+    context = {"error_dir": None, "pool": None}
     try:
         args = parse_arguments(build_parser(), argv)
         if args.verbose:
             logging.getLogger("candle_mbo").setLevel(logging.DEBUG)
-        code = workflow(args, pool, context)
-        pool.release()  # also when there was nothing left to run (a resumed, finished experiment)
+        code = workflow(args, ranks, context)
+        ranks.release()  # every rank without a role (nothing left to run, ...)
         return code
     except UsageError as exc:
         sys.stdout.flush()
-        print("error: %s" % exc, file=sys.stderr, flush=True)
-        pool.release()
+        print("error: %s" % exc, file=terminal, flush=True)
+        _release(ranks, context)
         return exc.exit_code
     except SystemExit as exc:  # --help
-        pool.release()
+        _release(ranks, context)
         return exc.code if isinstance(exc.code, int) else 0
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr, flush=True)
-        if pool.started:
-            pool.abort(130)
-        return 130
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print("error: interrupted (%s) before any run started" % signal.Signals(signum).name, file=terminal, flush=True)
+        _release(ranks, context)
+        return 128 + signum
     except BaseException as exc:  # noqa: BLE001 - a bug or a broken framework: end every rank, loudly
         path = _write_traceback(context.get("error_dir"))
+        sys.stdout.flush()
         print("error: %s: %s (full traceback: %s)" % (type(exc).__name__, " ".join(str(exc).split())[:300], path),
-              file=sys.stderr, flush=True)
-        if pool.started:
-            pool.abort(1)
-        else:
-            pool.release()
+              file=terminal, flush=True)
+        pool = context.get("pool")
+        if pool is not None and pool.started and not ranks.local:
+            ranks.abort(1)
+        _release(ranks, context)
         return 1
+
+
+def _release(ranks, context):
+    pool = context.get("pool")
+    if pool is not None and pool.started:
+        pool.close()
+    ranks.release()
+
+
+def _main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _write_traceback(folder):

@@ -5,12 +5,22 @@ The subprocess imports the user's model once and then runs task after task. If a
 SIGKILL after a grace period, also when SIGTERM is ignored), only the subprocess dies: the run is
 recorded as ``crashed`` or ``timeout`` and a fresh runner is started for the next task.
 
+What a run starts dies with it. The runner leads its own process group, which everything a run starts
+joins (``os.system``, ``subprocess.Popen``, data-loader children), and a timeout or a crash kills that
+whole group. A tiny watchdog process, forked by the runner before the model is imported, kills the group
+when the runner dies for any reason, so that a kill -9 of the job leaves no process behind either
+(the runner itself dies with its worker through ``PR_SET_PDEATHSIG``). Only a child that leaves the
+group on purpose (``setsid``, a daemon) escapes.
+
+A death is seen from the process, not from the pipe: the supervisor waits on a pidfd of the runner as
+well as on its pipe, because a child the run forked may hold the pipe open after the runner died. The
+runner's own pipe descriptors are close-on-exec, so programs the model runs never inherit them.
+
 Wire protocol on two pipes (length-prefixed pickles), supervisor -> runner: ``("run", task)``,
-``("runs", [task, ...])`` (a chunk of short runs, run in order) or ``("stop", None)``; runner ->
-supervisor: ``("ready", info)``, ``("error", message)`` when the model cannot be loaded, and one
-``("result", record)`` per run as it finishes (so a crash or timeout inside a chunk costs only the run
-it hit; the rest of the chunk goes to the fresh runner). The runner's own stdout/stderr (outside runs)
-go to a log file; during a run they go to the run's model.log (or, with --no-run-dirs, stay there).
+``("runs", [task, ...])`` (a chunk of short runs, run in order), ``("describe", None)`` or ``("stop",
+None)``; runner -> supervisor: ``("ready", info)``, ``("error", message)`` when the model cannot be loaded,
+``("described", description)`` and one ``("result", record)`` per run as it finishes (so a crash or
+timeout inside a chunk costs only the run it hit; the rest of the chunk goes to a fresh runner).
 """
 
 import collections
@@ -30,12 +40,24 @@ from .status import CRASHED, TIMEOUT
 
 _HEADER = struct.Struct("!I")
 KILL_GRACE_S = 2.0
+# A runner that dies is restarted for the next task; after this many failed starts in a row (with a
+# pause of 1, 2, ... s between them) the worker retires (see RunnerRetired).
+RESTART_ATTEMPTS = 3
 # Variables that would make a runner (or a model that imports mpi4py) join the parent's MPI job.
 _MPI_ENV_PREFIXES = ("OMPI_COMM_WORLD", "OMPI_MCA_ess", "OMPI_MCA_orte", "OMPI_MCA_pmix", "PMIX_", "PMI_")
+_PR_SET_PDEATHSIG = 1
 
 
 class RunnerStartError(RuntimeError):
     """The runner subprocess could not load the model."""
+
+
+class RunnerRetired(RuntimeError):
+    """The runner could not be restarted ``RESTART_ATTEMPTS`` times; ``unrun`` are the tasks it never ran."""
+
+    def __init__(self, reason, unrun):
+        super().__init__(reason)
+        self.unrun = list(unrun)
 
 
 def send_message(fd, message):
@@ -62,12 +84,37 @@ def receive_message(fd):
     return pickle.loads(_read_exact(fd, size))
 
 
-def _die_with_parent():
-    """Ask Linux to SIGKILL this process when its parent dies (a kill -9 of the job leaves no orphans)."""
+def _set_death_signal(sig):
+    """Ask Linux to send ``sig`` to this process when its parent dies."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _start_watchdog(runner_pid):
+    """Fork the process that kills the runner's process group once the runner is gone.
+
+    Forked before the model is imported (a small copy of this interpreter); it holds no pipe and waits
+    for its parent's death signal. The group is the runner's (the runner leads it), so the kill reaches
+    everything the runs started that did not leave the group.
+    """
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        for fd in range(3, 256):  # the runner's pipes and anything else it holds
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+        _set_death_signal(signal.SIGUSR2)
+        if os.getppid() == runner_pid:
+            signal.sigwait({signal.SIGUSR2})
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgid(0), signal.SIGKILL)  # the group, this watchdog last
+    finally:
+        os._exit(0)
 
 
 def _apply_memory_limit(megabytes):
@@ -80,9 +127,12 @@ def _apply_memory_limit(megabytes):
 
 def runner_main(read_fd, write_fd, parent_pid):
     """Entry point of the runner subprocess (see the module docstring for the protocol)."""
-    _die_with_parent()
+    _set_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before prctl took effect
+    os.set_inheritable(read_fd, False)  # programs the model runs never hold our pipes
+    os.set_inheritable(write_fd, False)
+    _start_watchdog(os.getpid())
     config = receive_message(read_fd)
     _apply_memory_limit(config.get("memory_limit_mb"))
     try:
@@ -126,11 +176,15 @@ def child_environment(extra=None):
 
 
 class IsolatedRunner:
-    """Supervises one runner subprocess; ``run(task)`` always returns a record, whatever the model does.
+    """Supervises one runner subprocess; every task handed to it comes back as exactly one record.
 
     ``config`` holds the Runner's settings (model, objective, reduction, require_objective,
     default_model, experiment_id, memory_limit_mb); ``env`` is added to the subprocess environment
     (thread counts, CUDA_VISIBLE_DEVICES); ``log_path`` receives the runner's output outside runs.
+
+    Non-blocking use (a worker that keeps listening to its master): ``submit(tasks)`` when idle, then
+    ``poll(timeout)`` returns the records finished meanwhile; ``cancel()`` kills the runs in progress.
+    ``run(task)`` and ``run_many(tasks)`` are the blocking forms.
     """
 
     def __init__(self, config, env=None, log_path=None, timeout=None):
@@ -139,7 +193,9 @@ class IsolatedRunner:
         self.log_path = log_path
         self.timeout = timeout if timeout and timeout > 0 else None
         self.process = None
-        self._to_child = self._from_child = None
+        self._to_child = self._from_child = self._pidfd = None
+        self._pending = collections.deque()  # tasks submitted and not finished, the first one running
+        self._run_started = None
         self.restarts = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -160,6 +216,10 @@ class IsolatedRunner:
             os.close(child_read)
             os.close(child_write)
         self._to_child, self._from_child = parent_write, parent_read
+        try:
+            self._pidfd = os.pidfd_open(self.process.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None  # an old kernel: deaths are also checked every second (see _wait)
         send_message(self._to_child, self.config)
 
     def wait_ready(self):
@@ -175,13 +235,22 @@ class IsolatedRunner:
             raise RunnerStartError(payload)
         return payload
 
-    def ensure_started(self):
-        if self.process is None:
-            self.start()
-            self.wait_ready()
+    def ensure_started(self, attempts=1):
+        """Start the runner if none runs; retry ``attempts`` times (pausing 1, 2, ... s) before giving up."""
+        for attempt in range(attempts):
+            if self.process is not None:
+                return
+            try:
+                self.start()
+                self.wait_ready()
+                return
+            except RunnerStartError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(attempt + 1)
 
     def close(self):
-        """Stop the subprocess (politely, then by force)."""
+        """Stop the subprocess (politely, then by force); its process group goes with it."""
         if self.process is None:
             return
         with contextlib.suppress(OSError):
@@ -193,41 +262,110 @@ class IsolatedRunner:
         self._reap()
 
     # -- running -------------------------------------------------------------------------------
+    @property
+    def busy(self):
+        return bool(self._pending)
+
+    def submit(self, tasks):
+        """Hand ``tasks`` to the runner, to run in order (only when not busy)."""
+        assert not self._pending, "submit() while busy"
+        self._pending.extend(tasks)
+        self._send_pending()
+
+    def _send_pending(self):
+        try:
+            self.ensure_started(attempts=RESTART_ATTEMPTS if self.restarts else 1)
+        except RunnerStartError as exc:
+            unrun = list(self._pending)
+            self._pending.clear()
+            raise RunnerRetired("the runner could not be restarted (%d attempts): %s" % (RESTART_ATTEMPTS, exc),
+                                unrun) from None
+        self._run_started = time.time()
+        message = ("run", self._pending[0]) if len(self._pending) == 1 else ("runs", list(self._pending))
+        with contextlib.suppress(BrokenPipeError):  # a dead runner: poll sees it
+            send_message(self._to_child, message)
+
+    def poll(self, timeout=0.0):
+        """Records of the tasks that finished within ``timeout`` s (returns as soon as one did).
+
+        A run past its timeout is killed and recorded as ``timeout``; a dead runner's current run is
+        ``crashed``. The tasks after it go to a fresh runner, started by the next call (so that records
+        already finished are returned first); RunnerRetired when none can be started.
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        records = []
+        while self._pending:
+            if self.process is None:
+                if records:
+                    break
+                self._send_pending()
+            event, record = self._wait(0.0 if records else deadline - time.monotonic())
+            if event == "result":
+                self._pending.popleft()
+                records.append(record)
+                self._run_started = time.time()
+            elif event in ("died", "timeout"):
+                records.append(self._lost_run(self._pending.popleft(), timed_out=event == "timeout"))
+            elif records or time.monotonic() >= deadline:
+                break
+        return records
+
+    def _wait(self, timeout):
+        """Wait up to ``timeout`` s for news of the current run: ``("result", record)``, ``("died", None)``,
+        ``("timeout", None)`` (the runner was killed) or ``(None, None)``."""
+        poller = select.poll()
+        poller.register(self._from_child, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if self._pidfd is not None:
+            poller.register(self._pidfd, select.POLLIN)
+        limit = timeout
+        if self.timeout is not None:
+            limit = min(limit, self.timeout - (time.time() - self._run_started))
+        if self._pidfd is None:
+            limit = min(limit, 1.0)  # no pidfd: look at the process at least once a second
+        try:
+            events = dict(poller.poll(max(0, int(limit * 1000))))
+        except InterruptedError:
+            events = {}
+        pipe = events.get(self._from_child, 0)
+        if pipe & select.POLLIN:  # results written before a death are read first
+            try:
+                kind, payload = receive_message(self._from_child)
+            except EOFError:
+                return "died", None
+            return (kind, payload) if kind == "result" else (None, None)
+        if pipe or self._pidfd in events or (self._pidfd is None and self.process.poll() is not None):
+            return "died", None
+        if self.timeout is not None and time.time() - self._run_started >= self.timeout:
+            self._kill()
+            return "timeout", None
+        return None, None
+
+    def cancel(self):
+        """Kill the runs in progress now (the job is being interrupted); return the tasks that did not finish."""
+        unfinished = list(self._pending)
+        self._pending.clear()
+        if self.process is not None:
+            self._kill()
+            self._reap()
+        return unfinished
+
     def run(self, task):
         """Run one task in the subprocess and return its record; restart the runner after a death."""
         return self.run_many([task])[0]
 
     def run_many(self, tasks):
-        """Run tasks in order, sent in one message; return their records (one each, whatever happens).
-
-        Each run's timeout counts from the previous run's result. After a death the remaining tasks go
-        to a fresh runner.
-        """
+        """Run tasks in order (sent in one message) and return their records, one each, in order."""
+        self.submit(tasks)
         records = []
-        pending = collections.deque(tasks)
-        while pending:
-            self.ensure_started()
-            started = time.time()
-            with contextlib.suppress(BrokenPipeError):  # a dead runner: the reply loop sees it
-                send_message(self._to_child, ("run", pending[0]) if len(pending) == 1 else ("runs", list(pending)))
-            while pending:
-                try:
-                    reply = self._wait_reply(started)
-                except (EOFError, BrokenPipeError):
-                    reply = None
-                if reply is not None and reply[0] == "result":
-                    records.append(reply[1])
-                    pending.popleft()
-                    started = time.time()
-                    continue
-                records.append(self._lost_run(pending.popleft(), started, timed_out=reply == "timeout"))
-                break
+        while self.busy:
+            records += self.poll(timeout=3600.0)
         return records
 
-    def _lost_run(self, task, started, timed_out):
+    def _lost_run(self, task, timed_out):
         """The record of a run whose runner died or was killed at its timeout; reaps the runner."""
         code = self._reap()
         finished = time.time()
+        started = self._run_started or finished
         record = {"run_id": str(task["run_id"]), "status": TIMEOUT if timed_out else CRASHED, "objective": None,
                   "started": started, "finished": finished, "duration_s": round(finished - started, 6)}
         if timed_out:
@@ -245,25 +383,6 @@ class IsolatedRunner:
                 log.write("\n[candle_mbo] run %s: %s\n" % (record["run_id"], record["error"]))
         self.restarts += 1
         return record
-
-    def _wait_reply(self, started):
-        poller = select.poll()
-        poller.register(self._from_child, select.POLLIN | select.POLLHUP | select.POLLERR)
-        while True:
-            if self.timeout is None:
-                wait_ms = None
-            else:
-                remaining = self.timeout - (time.time() - started)
-                if remaining <= 0:
-                    self._kill()
-                    return "timeout"
-                wait_ms = max(1, int(remaining * 1000))
-            try:
-                events = poller.poll(wait_ms)
-            except InterruptedError:
-                continue
-            if events:
-                return receive_message(self._from_child)
 
     def _kill(self):
         """SIGTERM the runner's process group, then SIGKILL it after a grace period."""
@@ -290,12 +409,12 @@ class IsolatedRunner:
                 code = self.process.wait()
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-        for fd in (self._to_child, self._from_child):
+        for fd in (self._to_child, self._from_child, self._pidfd):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.process = None
-        self._to_child = self._from_child = None
+        self._to_child = self._from_child = self._pidfd = None
         return code
 
 

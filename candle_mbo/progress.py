@@ -110,3 +110,39 @@ class Progress:
             line += " | +%d more" % self._skipped
             self._skipped = 0
         self.log.info(line)
+
+
+def summary(records, objective_name, maximize, start, wall_s, n_workers, experiment_path, top=5,
+            logs="runs/<run_id>/model.log"):
+    """The end-of-run summary: counts by status, the best runs with their parameters, time, utilization.
+
+    Utilization counts the runs started since ``start`` (this job, not the ones a resume inherited).
+    """
+    counts = {status: 0 for status in ALL}
+    for record in records:
+        counts[record.get("status")] = counts.get(record.get("status"), 0) + 1
+    good = [r for r in records if r.get("status") == OK and isinstance(r.get("objective"), (int, float))
+            and math.isfinite(r["objective"])]
+    good.sort(key=lambda r: r["objective"], reverse=maximize)
+    lines = ["summary: %d runs: %s" % (len(records), ", ".join("%d %s" % (counts[s], s) for s in ALL))]
+    if good:
+        lines.append("top %d by %s (%s):" % (min(top, len(good)), objective_name, "max" if maximize else "min"))
+        for rank, record in enumerate(good[:top], start=1):
+            params = ", ".join("%s=%s" % (k, _short(v)) for k, v in (record.get("params") or {}).items())
+            lines.append("  %d. %s  %s  %s" % (rank, record["run_id"], format_objective(record["objective"]), params))
+    failed = [r for r in records if r.get("status") != OK]
+    if failed:
+        lines.append("not ok: %s (logs: %s/%s)"
+                     % (", ".join(r["run_id"] for r in failed[:10]) + (" ..." if len(failed) > 10 else ""),
+                        experiment_path, logs))
+    busy_s = sum(r.get("duration_s") or 0 for r in records if (r.get("started") or 0) >= start)
+    capacity = wall_s * max(n_workers, 1)
+    utilization = " | workers busy %.0f%%" % (100.0 * busy_s / capacity) if capacity > 0 else ""
+    lines.append("wall time %s | %d worker%s%s | results in %s"
+                 % (_duration(wall_s), n_workers, "" if n_workers == 1 else "s", utilization, experiment_path))
+    return lines
+
+
+def _short(value):
+    text = format_objective(value) if isinstance(value, float) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -315,7 +315,22 @@ class Runner:
         return {
             "params": plain_params(params if isinstance(params, dict) else {}),
             "definitions": {name: _describe_definition(d) for name, d in definitions.items()},
+            "model_files": self.model_files(),
+            "defaults_file": context.get("config_file_read"),
         }
+
+    def model_files(self):
+        """The Python files of the model's own folder that are loaded now (the model and its sibling imports)."""
+        path = getattr(self.module, "__file__", None)
+        if not path:
+            return []
+        folder = os.path.dirname(os.path.abspath(path)) + os.sep
+        files = {os.path.abspath(path)}
+        for module in list(sys.modules.values()):
+            name = getattr(module, "__file__", None)
+            if name and name.endswith(".py") and os.path.abspath(name).startswith(folder):
+                files.add(os.path.abspath(name))
+        return sorted(files)
 
     def _argv0(self):
         return getattr(self.module, "__file__", None) or self.model_spec

@@ -2,9 +2,12 @@
 
 Layout of an experiment directory::
 
-    experiment.yaml   every resolved setting (written atomically at start)
-    results.jsonl     one JSON record per finished run, appended and flushed as it arrives
-    results.csv       the same records as a table (rebuilt from results.jsonl on resume and at the end)
+    experiment.yaml   every resolved setting and the pinned inputs' hashes (written atomically at start)
+    results.jsonl     the task journal: a record per finished run, and dispatched/interrupted events
+                      (see candle_mbo.journal), appended and flushed as they happen
+    results.csv       the run records as a table (rebuilt from results.jsonl on resume and at the end)
+    best.json         the best run so far (written atomically when it changes)
+    inputs/           copies of the space, defaults and UPF files the experiment was started with
     runs/<run_id>/    params.json, result.json, model.log (written by the runner)
     logs/             runner logs and, after a fatal error, the master's traceback
     .lock             held (flock) by the job using the directory
@@ -31,6 +34,7 @@ import time
 
 import yaml
 
+from . import journal
 from ._fileio import write_text_atomic
 from .errors import UsageError
 from .runner import dumps_record
@@ -38,6 +42,10 @@ from .runner import dumps_record
 log = logging.getLogger("candle_mbo.store")
 
 FIXED_COLUMNS = ("run_id", "status", "objective", "duration_s", "worker", "started", "finished")
+ERROR_COLUMN = "error"
+# What a job creates before its first setting is written; a folder holding only these (and nothing run)
+# is a half-created experiment that a fresh start may take over.
+SCAFFOLDING = (".lock", "inputs", "logs", "runs", "scratch", "results.jsonl", "results.csv")
 _UNSAFE_ID = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -70,7 +78,9 @@ class Experiment:
     """Owns an experiment directory: its lock, its settings file and its results log.
 
     ``param_columns`` orders the parameter columns of results.csv; ``extra_columns`` come after the
-    fixed ones (e.g. ``iteration``, ``prop_type`` for HPO).
+    fixed ones (e.g. ``iteration``, ``prop_type`` for HPO); ``param_defaults`` fill a parameter cell that a
+    run did not set (the benchmark's default, which is what the run used). After ``open()`` on resume,
+    ``replay`` holds what the journal says (see candle_mbo.journal.Replay).
     """
 
     def __init__(self, path, resume=False, param_columns=(), extra_columns=()):
@@ -79,6 +89,8 @@ class Experiment:
         self.param_columns = list(param_columns)
         self.extra_columns = list(extra_columns)
         self.records = []
+        self.replay = journal.Replay([])
+        self.param_defaults = {}
         self._lock_handle = None
         self._jsonl = None
         self._csv = None
@@ -106,7 +118,7 @@ class Experiment:
         """Validate the directory for a new or resumed experiment without changing anything."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UsageError("--output %s is a file, not a directory" % self.path)
-        existing = os.path.isdir(self.path) and [n for n in os.listdir(self.path) if n != ".lock"]
+        existing = os.path.isdir(self.path) and not self.half_created() and os.listdir(self.path)
         if self.resume:
             if not os.path.isfile(self.file("experiment.yaml")):
                 raise UsageError("--resume: %s holds no experiment (no experiment.yaml); "
@@ -121,8 +133,20 @@ class Experiment:
         if parent and not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError("--output %s is not writable (no write permission on %s)" % (self.path, parent))
 
+    def half_created(self):
+        """True when the folder holds nothing but what a job creates before its settings (killed at birth):
+        no experiment.yaml, no journal entry, no run folder."""
+        if not os.path.isdir(self.path) or os.path.exists(self.file("experiment.yaml")):
+            return False
+        names = os.listdir(self.path)
+        if any(n not in SCAFFOLDING and not n.startswith(".tmp-") for n in names):
+            return False
+        if os.path.isdir(self.file("runs")) and os.listdir(self.file("runs")):
+            return False
+        return not (os.path.isfile(self.file("results.jsonl")) and os.path.getsize(self.file("results.jsonl")))
+
     def open(self):
-        """Create (or reopen) the directory, take the lock, and load the results log when resuming."""
+        """Create (or reopen) the directory, take the lock, and load the journal when resuming."""
         self.check()
         try:
             if not os.path.isdir(self.path):
@@ -134,7 +158,11 @@ class Experiment:
         os.makedirs(self.file("runs"), exist_ok=True)
         os.makedirs(self.file("logs"), exist_ok=True)
         if self.resume:
-            self.records = load_results(self.file("results.jsonl"), repair=True, warn=self.warnings.append)
+            entries = load_journal(self.file("results.jsonl"), repair=True, warn=self.warnings.append)
+            self.replay = journal.Replay(entries, self.file("results.jsonl"))
+            self.records = list(self.replay.records)
+        elif os.path.exists(self.file("results.jsonl")):
+            os.unlink(self.file("results.jsonl"))  # an empty journal left by a job killed at birth
         self._jsonl = open(self.file("results.jsonl"), "a", encoding="utf-8")
         self._syncer = _Syncer(self._jsonl.fileno())
         self.rewrite_csv()
@@ -175,9 +203,7 @@ class Experiment:
     # -- recording -----------------------------------------------------------------------------
     def append(self, record):
         """Record one finished run: results.jsonl first (the truth, flushed now), then a results.csv row."""
-        self._jsonl.write(dumps_record(record) + "\n")
-        self._jsonl.flush()
-        self._syncer.dirty.set()
+        self._write(dumps_record(record) + "\n")
         self.records.append(record)
         if self._csv is not None:
             self._csv_writer.writerow(self._csv_row(record))
@@ -186,18 +212,36 @@ class Experiment:
                 self._csv.flush()
                 self._last_csv_flush = now
 
+    def append_events(self, entries):
+        """Journal events (dispatched, interrupted): one write of their lines, flushed now."""
+        if entries:
+            self._write("".join(dumps_record(e) + "\n" for e in entries))
+
+    def _write(self, text):
+        self._jsonl.write(text)
+        self._jsonl.flush()
+        self._syncer.dirty.set()
+
+    def sync(self):
+        """fsync the journal now (before an interrupted job exits)."""
+        if self._jsonl is not None:
+            self._jsonl.flush()
+            os.fsync(self._jsonl.fileno())
+
     def _columns(self):
-        return list(FIXED_COLUMNS) + self.extra_columns + self.param_columns
+        return list(FIXED_COLUMNS) + self.extra_columns + [ERROR_COLUMN] + self.param_columns
 
     def _csv_row(self, record):
         get = record.get
         row = [get("run_id"), get("status"), _cell(get("objective")), get("duration_s"), get("worker"),
                _iso(get("started")), _iso(get("finished"))]
         row += [_cell(get(c)) for c in self.extra_columns]
+        row.append(get("error") or "")
         params = get("params") or {}
         if any(key not in self._known_params for key in params):
             self._csv_stale = True  # a parameter without a column: the CSV is rebuilt at close
-        row += [_cell(params.get(c)) for c in self.param_columns]
+        defaults = self.param_defaults
+        row += [_cell(params[c] if c in params else defaults.get(c)) for c in self.param_columns]
         return row
 
     def rewrite_csv(self):
@@ -267,14 +311,20 @@ class _Syncer:
 
 
 class CorruptResults(UsageError):
-    """results.jsonl holds a line that is not a record, before its last line."""
+    """results.jsonl holds a line that is not a record or an event, before its last line."""
 
 
 def load_results(path, repair=False, warn=log.warning):
+    """The run records of results.jsonl (its journal events left out), one per run id; see load_journal."""
+    return [entry for entry in load_journal(path, repair, warn) if journal.is_record(entry)]
+
+
+def load_journal(path, repair=False, warn=log.warning):
     """Read results.jsonl; tolerate (and with ``repair``, cut off) a torn last line; refuse other damage.
 
-    Every record is written as one whole line ending in a newline, so only the text after the last
-    newline can be torn. Any other unreadable line is corruption and raises CorruptResults.
+    Every line is written whole, ending in a newline, so only the text after the last newline can be
+    torn. Any other unreadable line is corruption and raises CorruptResults. A run recorded twice keeps
+    its first record (with a warning).
     """
     if not os.path.exists(path):
         return []
@@ -285,6 +335,9 @@ def load_results(path, repair=False, warn=log.warning):
 
     def parse(raw, number):
         record = json.loads(raw.decode("utf-8"))
+        if isinstance(record, dict) and "event" in record:
+            records.append(record)
+            return
         if not isinstance(record, dict) or "run_id" not in record or "status" not in record:
             raise ValueError("not a run record")
         if record["run_id"] in seen:

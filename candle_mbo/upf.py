@@ -13,9 +13,9 @@ import os
 import sys
 import time
 
-from . import cli, workflow
+from . import cli, job
 from .errors import UsageError
-from .progress import Progress
+from .sources import UpfSource
 from .store import check_run_id
 
 log = logging.getLogger("candle_mbo")
@@ -23,13 +23,17 @@ log = logging.getLogger("candle_mbo")
 EXAMPLE = """example:
   mpiexec -n 4 python -m candle_mbo.upf --model examples/digits/digits_baseline.py --upf upf/digits.upf
   python -m candle_mbo.upf --model examples/quadratic/quadratic_baseline.py --upf upf/quadratic.upf --output out/q1
-  python -m candle_mbo.upf --output out/q1 --resume ...      (same command plus --resume after an interruption)
+  python -m candle_mbo.upf --output out/q1 --resume      (after an interruption: the rest, interrupted lines first)
 
 UPF file: one JSON object per line, e.g.
   {"id": "lr-small", "learning_rate": 0.001, "epochs": 5}
   {"id": "lr-large", "learning_rate": 0.1, "dense": "50 50 1"}
-exit codes: 0 every line has a result (failed runs included), 2 bad input (nothing ran), 1 unexpected error.
+exit codes: 0 every line has a result (failed runs included), 1 unexpected error, 2 bad input (nothing ran),
+3 stopped early because every run failed (--max-failures), 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
 """
+
+# Settings a resumed UPF experiment keeps.
+IDENTITY = ("kind", "model", "upf", "objective", "reduction", "default_model", "maximize")
 
 
 class UpfLine:
@@ -98,68 +102,63 @@ def build_parser():
     return parser
 
 
-def run(args, pool, context):
+def run(args, ranks, context):
     """The UPF workflow on rank 0 (see the module docstring). Returns the exit code."""
-    experiment = workflow.experiment_for(args)
-    if args.resume:
-        workflow.fill_from_experiment(args, experiment, "upf", build_parser)
+    experiment = job.resumable(args, "upf", build_parser, IDENTITY)
     cli.require(args, "model", "upf")
     lines = read_upf(args.upf)
+    args.upf = os.path.abspath(args.upf)
     if experiment is not None:
         experiment.check()
-    description = workflow.check_model(args, require_objective=False)
-    names = {name for line in lines for name in line.params}
-    workflow.warn_unknown_parameters(names, description, args.upf)
+    description = job.check_model(args, require_objective=False)
+    names = sorted({name for line in lines for name in line.params})
+    from .names import check_parameter_names
 
-    settings = {"kind": "upf", "entry": "candle_mbo.upf", "model": args.model, "upf": os.path.abspath(args.upf),
+    check_parameter_names(names, description, args.upf, args.allow_unknown_params)
+    ranks.gather()
+    _, worker_ranks = ranks.roles(1)
+    envs = job.plan_workers(ranks, worker_ranks, [], args)
+    workers = len(worker_ranks)
+    max_failures = args.max_failures if args.max_failures is not None else job.default_max_failures(workers)
+    settings = {"kind": "upf", "entry": "candle_mbo.upf", "model": args.model, "upf": args.upf,
                 "default_model": args.default_model, "objective": args.objective, "reduction": args.reduction,
-                "timeout": args.timeout, "isolation": args.isolation, "memory_limit": args.memory_limit,
-                "no_run_dirs": bool(args.no_run_dirs),
+                "maximize": bool(args.maximize), "timeout": args.timeout, "isolation": args.isolation,
+                "memory_limit": args.memory_limit, "no_run_dirs": bool(args.no_run_dirs),
                 "threads_per_worker": args.threads_per_worker, "gpus_per_worker": args.gpus_per_worker,
-                "workers": pool.n_workers}
+                "max_failures": max_failures, "grace": args.grace, "workers": workers}
     columns = []
     for line in lines:
         columns += [k for k in line.params if k not in columns]
-    experiment = workflow.open_experiment(args, experiment, settings, identity=("kind", "model"),
-                                          param_columns=columns)
+    inputs = job.input_files(args, description, upf=args.upf)
+    source = UpfSource(lines, args.upf)
+    experiment = job.open_experiment(args, experiment, settings, inputs, param_columns=columns,
+                                     param_defaults=description.get("params"))
     context["error_dir"] = experiment.file("logs")
-    done = experiment.finished_ids
-    by_id = {line.run_id: line for line in lines}
-    stale = sorted(done - set(by_id))
-    if stale:
-        log.warning("warning: %d recorded run%s not in %s (kept): %s", len(stale), "s" if len(stale) > 1 else "",
-                    args.upf, ", ".join(stale[:10]))
-    todo = [line for line in lines if line.run_id not in done]
-    log.info("UPF %s: %d parameter sets, %d to run, %d already done; %d worker%s; results in %s",
-             args.upf, len(lines), len(todo), len(lines) - len(todo), pool.n_workers,
-             "" if pool.n_workers == 1 else "s", experiment.path)
-    if pool.n_workers > len(todo) > 0:
-        log.info("note: %d workers for %d runs; %d will stay idle", pool.n_workers, len(todo),
-                 pool.n_workers - len(todo))
-
-    start = time.time()
-    progress = Progress(total=len(lines), objective_name=args.objective, done=len(lines) - len(todo),
-                        quiet=args.quiet)
-    progress.seed([r for r in experiment.records if r["run_id"] in by_id])
     try:
-        if todo:
-            pool.start(workflow.worker_settings(args, experiment, require_objective=False))
-            for line in todo:
-                pool.submit({"run_id": line.run_id, "params": line.params,
-                             "run_dir": workflow.run_dir(args, experiment, line.run_id)})
-            while pool.pending:
-                for record in pool.poll(timeout=1.0):
-                    workflow.record_result(experiment, progress, workflow.finish_record(record))
+        replay = experiment.replay
+        waiting = len(replay.unfinished)
+        done = len(replay.records)
+        log.info("UPF %s: %d parameter sets, %d to run%s, %d already done; %d worker%s; results in %s",
+                 args.upf, len(lines), len(lines) - done, " (%d interrupted first)" % waiting if waiting else "",
+                 done, workers, "" if workers == 1 else "s", experiment.path)
+        if workers > len(lines) - done > 0:
+            log.info("note: %d workers for %d runs; %d will stay idle", workers, len(lines) - done,
+                     workers - (len(lines) - done))
+        code, start = 0, time.time()
+        if len(lines) - done > 0 or waiting:
+            pool = job.start_workers(ranks, worker_ranks, envs, args, experiment, False, context)
+            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, len(lines), ranks.size,
+                                            "candle_mbo.upf")
+            if code >= 128:
+                return code
             pool.close()
-        wall = time.time() - start
+            start = dispatcher.start
+        by_id = {line.run_id for line in lines}
         records = [r for r in experiment.records if r["run_id"] in by_id]
-        for text in workflow.summary(records, args.objective, False, start, wall, pool.n_workers,
-                                     experiment.path, logs=workflow.run_logs(args)):
-            log.info(text)
     finally:
         experiment.close()
-    workflow.render_report(experiment, args)
-    return 0
+    job.finish(args, experiment, start, records, workers)
+    return code
 
 
 def main(argv=None):

@@ -81,9 +81,15 @@ def kill_group(process, sig=signal.SIGKILL):
             pass
 
 
-def read_records(folder):
+def read_journal(folder):
+    """Every line of results.jsonl: run records and journal events."""
     with open(os.path.join(folder, "results.jsonl"), encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_records(folder):
+    """The run records of results.jsonl (lines with a status), without the journal's events."""
+    return [entry for entry in read_journal(folder) if "status" in entry and "event" not in entry]
 
 
 def write_upf(path, lines):

@@ -1,5 +1,7 @@
 """The experiment store: durable appends, torn lines, corruption, locking, directory rules."""
 
+import csv
+import io
 import json
 import os
 import stat
@@ -18,14 +20,22 @@ def record(run_id, status="ok", objective=1.0, **params):
 
 
 def test_append_is_readable_at_once_and_csv_matches(tmp_path):
-    experiment = Experiment(str(tmp_path / "e"), param_columns=["a"]).open()
+    experiment = Experiment(str(tmp_path / "e"), param_columns=["a", "c"]).open()
+    experiment.param_defaults = {"c": 7}
     experiment.append(record("r1", a=1))
-    experiment.append(record("r2", status="failed", objective=None, a=[1, 2], b="new"))
+    failed = record("r2", status="failed", objective=None, a=[1, 2], b="new")
+    failed["error"] = "ValueError: a long reason, with commas, kept whole to the very end"
+    experiment.append(failed)
+    experiment.append_events([{"event": "dispatched", "run_id": "r3", "params": {"a": 3}}])
     assert [r["run_id"] for r in load_results(experiment.file("results.jsonl"))] == ["r1", "r2"]
     experiment.close()
-    rows = (tmp_path / "e" / "results.csv").read_text().splitlines()
-    assert rows[0] == "run_id,status,objective,duration_s,worker,started,finished,a,b"
-    assert rows[2].startswith("r2,failed,,") and rows[2].endswith('"[1, 2]",new')
+    rows = list(csv.reader(io.StringIO((tmp_path / "e" / "results.csv").read_text())))
+    assert rows[0] == ["run_id", "status", "objective", "duration_s", "worker", "started", "finished", "error",
+                       "a", "c", "b"]
+    assert rows[1][7:] == ["", "1", "7", ""]  # c: the benchmark's default, which the run used
+    assert rows[2][:3] == ["r2", "failed", ""] and rows[2][7] == failed["error"]
+    assert rows[2][8:] == ["[1, 2]", "7", "new"]
+    assert len(rows) == 3  # journal events are not runs
 
 
 def test_torn_last_line_is_dropped_and_repaired(tmp_path):

@@ -1,0 +1,310 @@
+"""The one dispatch loop of both workflows: tasks from a source, through the journal, to the pool, and back.
+
+::
+
+    source (UPF lines | optimizer) --new tasks--> journal ("dispatched") --> pool --> workers
+          ^                                                                          |
+          +-------- finished records <-- journal (record) <-- progress, best.json <--+
+
+Order of a resumed job: the tasks the journal holds as dispatched but unfinished run first, under their
+own run ids and parameters; then the source's new tasks. A task is journaled before any worker can see
+it, and a result before anything else learns of it (progress, best.json, the optimizer).
+
+The loop also owns the job's end:
+- **fail fast**: when the first ``max_failures`` runs of this job all failed (none succeeded), the source
+  stops, running runs finish, and the job ends with ``EXIT_FAILING`` and one line naming the common error;
+- **signals**: SIGINT, SIGTERM and SIGUSR1 stop dispatching; SIGTERM and SIGUSR1 first let running runs
+  finish for up to ``grace`` seconds; then what is still running is killed and journaled as interrupted,
+  one line says how to continue, and the exit code is 128 + the signal's number. A second signal ends
+  the job at once (everything journaled so far stays valid).
+"""
+
+import collections
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+
+from . import journal
+from ._fileio import write_json_atomic
+from .status import OK
+
+log = logging.getLogger("candle_mbo")
+
+EXIT_FAILING = 3
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+GRACE_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_FAULT = os.environ.get("CANDLE_MBO_INJECT_FAULT", "")
+
+
+class Task:
+    """A task a source hands to the loop: run id, parameters for run(), and the source's journal fields."""
+
+    __slots__ = ("run_id", "params", "fields", "rerun")
+
+    def __init__(self, run_id, params, fields=None, rerun=False):
+        self.run_id = run_id
+        self.params = params
+        self.fields = fields or {}
+        self.rerun = rerun
+
+
+class Source:
+    """Where tasks come from. The loop calls, in this order: ``resume(replay)`` once, then repeatedly
+    ``take(view)`` for new tasks and ``finished(record, task)`` for each result; ``exhausted()`` says no
+    task will come any more (with nothing of the source's still pending); ``stop()`` asks it to hand out
+    no more; ``close()`` at the end, whatever happened.
+
+    ``view`` tells the source about the pool: ``idle`` workers, ``running`` tasks, ``queued`` tasks,
+    ``workers``, the ``mean_duration`` of runs (s, or None) and ``finished`` records in the experiment.
+    """
+
+    def resume(self, replay):
+        """Learn the finished records; return the unfinished dispatched entries as Tasks, to run first."""
+        return []
+
+    def take(self, view):
+        return []
+
+    def finished(self, record, task):
+        pass
+
+    def exhausted(self):
+        raise NotImplementedError
+
+    def stop(self):
+        pass
+
+    def wait_s(self):
+        """How long the loop may wait for results before asking the source again."""
+        return 1.0
+
+    def close(self):
+        pass
+
+
+class View:
+    __slots__ = ("idle", "running", "queued", "workers", "mean_duration", "finished")
+
+
+class Dispatcher:
+    """Runs a source's tasks on a pool into an experiment (see the module docstring)."""
+
+    def __init__(self, source, pool, experiment, progress, settings):
+        self.source = source
+        self.pool = pool
+        self.experiment = experiment
+        self.progress = progress
+        self.objective = settings.get("objective", "val_loss")
+        self.maximize = bool(settings.get("maximize"))
+        self.max_failures = settings.get("max_failures")
+        self.grace = float(settings.get("grace") or 0)
+        self.run_dirs = not settings.get("no_run_dirs")
+        self.resume_command = settings.get("resume_command")
+        self.tasks = {}  # run_id -> Task, dispatched and not finished
+        self.start = time.time()
+        self.finished_here = []
+        self.best = None
+        self.failing = None  # the fail-fast message, once it fired
+        self.signal = None  # (signum, time) of the first stop signal
+        self._grace_started = False
+        self.interrupted = []
+        for record in experiment.records:
+            self._track_best(record)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self):
+        """Dispatch until the source is exhausted (or the job stops); return the exit code."""
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS} if _main_thread() else {}
+        try:
+            for task in self.source.resume(self.experiment.replay):
+                task.rerun = True
+                self._submit([task])
+            while True:
+                if self.signal is not None and self._signal_ends():
+                    return self._interrupt()
+                if self.pool.n_workers == 0:
+                    from .pool import PoolError
+
+                    raise PoolError("no worker can run the model (see the errors above)")
+                if self.failing is None and self.signal is None:
+                    self._submit(self.source.take(self._view()))
+                if self.source.exhausted() and not self.tasks:
+                    break
+                for result in self.pool.poll(timeout=min(self.source.wait_s(), 0.25)):
+                    self._record(result)
+            return EXIT_FAILING if self.failing else 0
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _view(self):
+        view = View()
+        view.idle = self.pool.idle_workers()
+        view.running = len(self.pool.tasks)
+        view.queued = len(self.pool.queue)
+        view.workers = self.pool.n_workers
+        view.mean_duration = self.pool.mean_duration
+        view.finished = len(self.experiment.records)
+        return view
+
+    def _submit(self, tasks):
+        """Journal the tasks (one write), then hand them to the pool."""
+        if not tasks:
+            return
+        self.experiment.append_events([journal.dispatched(t.run_id, t.params, **t.fields)
+                                       for t in tasks if not t.rerun])
+        for task in tasks:
+            self.tasks[task.run_id] = task
+            self.pool.submit({"run_id": task.run_id, "params": task.params,
+                              "run_dir": self.experiment.run_dir(task.run_id) if self.run_dirs else None})
+
+    def _record(self, result):
+        """Store a finished run (durably, first), then tell everyone else."""
+        task = self.tasks.pop(result["run_id"], None)
+        record = finish_record(result, task)
+        self.experiment.append(record)
+        self.progress.update(record)
+        self._track_best(record)
+        self.finished_here.append(record)
+        if task is not None:
+            self.source.finished(record, task)
+        self._check_failing()
+        if _FAULT.startswith("master-after:") and len(self.experiment.records) >= int(_FAULT.split(":")[1]):
+            raise RuntimeError("injected master fault after %d results (CANDLE_MBO_INJECT_FAULT)"
+                               % len(self.experiment.records))
+
+    # -- best, fail fast ---------------------------------------------------------------------------
+    def _track_best(self, record):
+        value = objective_value(record)
+        if value is None:
+            return
+        best = self.best
+        if best is None or (value > best["objective"] if self.maximize else value < best["objective"]):
+            self.best = {"run_id": record["run_id"], "objective": value, "params": record.get("params", {})}
+            write_json_atomic(self.experiment.file("best.json"), self.best)
+
+    def _check_failing(self):
+        """Fail fast: the first ``max_failures`` runs of this job all failed and none succeeded."""
+        limit = self.max_failures
+        if not limit or self.failing is not None or len(self.finished_here) < limit:
+            return
+        if any(r.get("status") == OK for r in self.finished_here):
+            return
+        errors = collections.Counter(_error_kind(r) for r in self.finished_here)
+        common, count = errors.most_common(1)[0]
+        example = next(r for r in self.finished_here if _error_kind(r) == common)
+        where = ("%s/runs/%s/model.log" % (self.experiment.path, example["run_id"]) if self.run_dirs
+                 else "%s/logs/" % self.experiment.path)
+        self.failing = ("every run so far failed (%d of %d%s): %s; see %s. Stopped early (--max-failures %d; "
+                        "0 turns this off)" % (len(self.finished_here), len(self.finished_here),
+                                               "" if count == len(self.finished_here) else ", %d like this" % count,
+                                               common, where, limit))
+        log.error("error: %s", self.failing)
+        self.source.stop()
+        for task in self.pool.cancel_queued():
+            self.tasks.pop(task["run_id"], None)
+
+    # -- signals -----------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame):
+        if self.signal is not None:
+            sys.stdout.flush()
+            os._exit(128 + signum)
+        self.signal = (signum, time.monotonic())
+
+    def _signal_ends(self):
+        """After a stop signal: True at once, or (SIGTERM/SIGUSR1 with --grace) once the running runs
+        finished or the grace period is over. Queued tasks never start."""
+        signum, since = self.signal
+        if signum not in GRACE_SIGNALS or not self.grace:
+            return True
+        if not self._grace_started:
+            self._grace_started = True
+            self.source.stop()
+            self.pool.cancel_queued()
+            log.info("%s: no new runs; waiting up to %g s for %d running run%s (--grace)",
+                     signal.Signals(signum).name, self.grace, len(self.pool.tasks),
+                     "" if len(self.pool.tasks) == 1 else "s")
+        return not self.pool.tasks or time.monotonic() - since >= self.grace
+
+    def _interrupt(self):
+        """Kill what still runs, journal it as interrupted, say how to continue; return 128 + signal."""
+        signum = self.signal[0]
+        self.source.stop()
+        for result in self.pool.poll(timeout=0):
+            self._record(result)
+        unfinished = sorted(self.tasks)
+        name = signal.Signals(signum).name
+        if unfinished:
+            self.experiment.append_events([journal.interrupted(unfinished, name)])
+        self.experiment.sync()
+        print("interrupted (%s): %d finished, %d interrupted (they run again first); continue with: %s"
+              % (name, len(self.experiment.records), len(unfinished), self.resume_command), flush=True)
+        records, _ = self.pool.interrupt()
+        for record in records:  # finished in the last moment: a record beats "interrupted"
+            task = self.tasks.pop(record["run_id"], None)
+            self.experiment.append(finish_record(record, task))
+        self.interrupted = unfinished
+        return 128 + signum
+
+
+def _main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _error_kind(record):
+    error = " ".join(str(record.get("error") or record.get("status")).split())
+    return error if len(error) <= 200 else error[:200].rsplit(" ", 1)[0] + " ..."
+
+
+_FIRST_FIELDS = ("run_id", "status", "objective", "duration_s", "worker", "host", "started", "finished")
+
+
+def finish_record(result, task=None):
+    """Turn a pool result into the record stored in the journal (task -> params, fields ordered)."""
+    pool_task = result.pop("task", None) or {}
+    ordered = {key: result.pop(key, None) for key in _FIRST_FIELDS}
+    if task is not None:
+        for key in ("iteration", "prop_type", "line"):
+            if key in task.fields:
+                ordered[key] = task.fields[key]
+        if "step" in task.fields:
+            ordered["iteration"] = task.fields["step"]
+    ordered.update(result)
+    ordered["params"] = task.params if task is not None else pool_task.get("params", {})
+    if task is not None and "x" in task.fields:
+        ordered["x"] = task.fields["x"]
+        if task.fields.get("info"):
+            ordered["proposal"] = task.fields["info"]
+    return ordered
+
+
+def objective_value(record):
+    """The objective of an ok run as a finite float, None for anything else (what optimizers learn from)."""
+    value = record.get("objective")
+    if record.get("status") == OK and isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def resume_command(entry, output, size):
+    """The exact command that continues this experiment, with the launcher and rank count of this job."""
+    python = sys.executable
+    if shutil.which(os.path.basename(python)) == python:
+        python = os.path.basename(python)
+    command = "%s -m %s --output %s --resume" % (python, entry, _quote(os.path.abspath(output)))
+    if size > 1:
+        launcher = "srun" if "SLURM_STEP_ID" in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ else "mpiexec"
+        command = "%s -n %d %s" % (launcher, size, command)
+    return command
+
+
+def _quote(text):
+    import shlex
+
+    return shlex.quote(text)

@@ -1,0 +1,220 @@
+"""What the HPO and UPF workflows share around the dispatch loop.
+
+The order of a job's start is fixed so that bad input costs nothing: every check that can fail (options,
+files, the model's import and defaults, the space, the GPU mapping, a resumed experiment's pinned inputs)
+runs before the output directory is created or changed and before any worker receives work.
+"""
+
+import logging
+import os
+import sys
+import time
+
+from . import __version__, cli, journal, placement
+from .dispatch import Dispatcher, resume_command
+from .errors import UsageError
+from .isolation import RunnerStartError, probe_model
+from .pool import Pool
+from .progress import Progress
+from .runner import ModelError, check_model_source
+from .store import Experiment, next_experiment_dir
+
+log = logging.getLogger("candle_mbo")
+
+# Options stored as absolute paths (so that a resume from another folder finds the same files).
+PATH_OPTIONS = ("model", "space", "default_model", "upf")
+
+
+def default_max_failures(workers):
+    """The fail-fast default: the first 5 runs, or the first ``workers`` runs when there are more workers."""
+    return max(5, workers)
+
+
+def runner_config(args, require_objective, experiment_id="EXP000"):
+    """The Runner's settings, as sent to every worker."""
+    return {
+        "model": args.model,
+        "objective": args.objective,
+        "reduction": args.reduction,
+        "require_objective": require_objective,
+        "default_model": os.path.abspath(args.default_model) if args.default_model else None,
+        "experiment_id": experiment_id,
+        "memory_limit_mb": args.memory_limit,
+    }
+
+
+def resumable(args, kind, build_parser, identity):
+    """The Experiment named by --output (None for a new numbered one); on --resume, the stored options
+    fill every option not typed again (typed identity options must match)."""
+    if not args.output:
+        if args.resume:
+            raise UsageError("--resume needs --output DIR: the experiment to continue")
+        return None
+    experiment = Experiment(args.output, resume=args.resume)
+    if not args.resume:
+        return experiment
+    experiment.check()
+    stored = experiment.read_settings().get("settings", {})
+    if stored.get("kind") != kind:
+        other = "python -m candle_mbo" if stored.get("kind") == "hpo" else "python -m candle_mbo.upf"
+        raise UsageError("--output %s holds a %s experiment; resume it with %s"
+                         % (experiment.path, stored.get("kind"), other))
+    for name in PATH_OPTIONS:
+        if name in args.typed and getattr(args, name, None):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+    cli.apply_stored(args, stored, identity, paths=PATH_OPTIONS)
+    args.stored_workers = stored.get("workers")
+    return experiment
+
+
+def check_model(args, require_objective):
+    """Validate the model without running it; return its description (defaults, definitions, files).
+
+    The import happens in a throwaway subprocess, so the master never loads the model's framework.
+    """
+    try:
+        args.model = check_model_source(args.model)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    if args.default_model:
+        if not os.path.isfile(args.default_model):
+            raise UsageError("--default-model %s: file not found" % args.default_model)
+        args.default_model = os.path.abspath(args.default_model)
+    try:
+        return probe_model(runner_config(args, require_objective))
+    except RunnerStartError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def input_files(args, description, **files):
+    """The inputs an experiment pins: ``files`` (role -> path), the defaults file, the model's own files."""
+    files = dict(files)
+    files["default_model"] = args.default_model
+    if not args.default_model and description.get("defaults_file"):
+        files["defaults"] = description["defaults_file"]
+    model_files = description.get("model_files") or ([args.model] if os.path.isfile(args.model) else [])
+    return journal.describe_inputs(files, model_files)
+
+
+def plan_workers(ranks, worker_ranks, master_ranks, args):
+    """Place the workers (GPUs, threads); print the mapping; UsageError for a mapping that cannot work."""
+    infos = ranks.infos
+    workers = {r: infos[r] for r in worker_ranks if r in infos}
+    masters = {r: infos[r] for r in master_ranks if r in infos}
+    from .placement import node_info
+
+    masters[0] = node_info()
+    envs, lines, warnings = placement.plan(workers, masters, args.threads_per_worker, args.gpus_per_worker)
+    if args.gpus_per_worker or args.verbose:
+        for line in lines:
+            log.info("placement: %s", line)
+    for warning in warnings:
+        log.warning(warning)
+    return envs
+
+
+def open_experiment(args, experiment, settings, inputs, param_columns=(), extra_columns=(), param_defaults=None):
+    """Create (or reopen, on --resume) the experiment: check and pin its inputs, write experiment.yaml."""
+    if experiment is None:
+        experiment = Experiment(next_experiment_dir(), resume=False)
+    experiment.param_columns = list(param_columns)
+    experiment.extra_columns = list(extra_columns)
+    experiment.param_defaults = dict(param_defaults or {})
+    previous = experiment.read_settings() if args.resume else {}
+    if args.resume:
+        problems = journal.changed_inputs(previous.get("inputs") or {}, inputs)
+        if problems and not args.accept_changed:
+            raise UsageError("%s; a resumed experiment uses the inputs it started with (restore them; the "
+                             "originals of the data files are in %s), or add --accept-changed to go on anyway"
+                             % ("; ".join(problems), experiment.file("inputs")))
+        if previous.get("workers") and previous["workers"] != settings.get("workers"):
+            log.warning("warning: resuming with %d worker%s; the experiment ran with %d (launch it with the same "
+                        "mpiexec -n to keep the pace)", settings["workers"], "" if settings["workers"] == 1 else "s",
+                        previous["workers"])
+    experiment.open()
+    for message in experiment.warnings:
+        log.warning("warning: %s", message)
+    pinned = previous.get("inputs") if args.resume and previous.get("inputs") else None
+    if pinned is None or args.accept_changed:
+        pinned = journal.pin(inputs, experiment.file("inputs"))
+    document = {
+        "candle_mbo": __version__,
+        "kind": settings.get("kind"),
+        "command": " ".join([os.path.basename(sys.executable), "-m", settings.get("entry", "candle_mbo")]
+                            + sys.argv[1:]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "settings": settings,
+        "inputs": pinned,
+    }
+    if args.resume:
+        document["first_started"] = previous.get("first_started", previous.get("started"))
+        document["resumed"] = previous.get("resumed", 0) + 1
+        if args.accept_changed and journal.changed_inputs(previous.get("inputs") or {}, inputs):
+            document["accepted_changes"] = previous.get("accepted_changes", []) + [document["started"]]
+    experiment.write_settings(document)
+    return experiment
+
+
+def worker_settings(args, experiment, require_objective):
+    """The settings every worker gets in its ``init`` (its own environment is added per worker)."""
+    return {
+        "runner": runner_config(args, require_objective, os.path.basename(experiment.path)),
+        "isolation": args.isolation,
+        "timeout": args.timeout or None,
+        "log_dir": experiment.file("logs"),
+        "run_dirs": not args.no_run_dirs,
+        "scratch_dir": experiment.file("scratch"),
+        "grace": args.grace,
+    }
+
+
+def start_workers(ranks, worker_ranks, envs, args, experiment, require_objective, context):
+    """The pool over ``worker_ranks``, started: every worker loads the model in parallel."""
+    pool = Pool(ranks.link, worker_ranks)
+    pool.gather({r: ranks.infos.get(r, {}) for r in worker_ranks})
+    base = worker_settings(args, experiment, require_objective)
+    data = os.environ.get("CANDLE_DATA_DIR")
+    for rank in worker_ranks:
+        env = envs.setdefault(rank, {})
+        if not data:  # one data folder for the whole job, never a download per run
+            env["CANDLE_DATA_DIR"] = experiment.file("data")
+    ranks.assign(worker_ranks)
+    pool.start(lambda rank: dict(base, env=envs.get(rank, {})))
+    context["pool"] = pool
+    return pool
+
+
+def dispatch(source, pool, experiment, args, settings, total, size, entry):
+    """Run the loop; returns ``(exit code, dispatcher)``."""
+    progress = Progress(total=total, objective_name=args.objective, maximize=bool(args.maximize),
+                        done=len(experiment.records), quiet=args.quiet)
+    progress.seed(experiment.records)
+    loop_settings = dict(settings, resume_command=resume_command(entry, experiment.path, size))
+    dispatcher = Dispatcher(source, pool, experiment, progress, loop_settings)
+    try:
+        code = dispatcher.run()
+    finally:
+        source.close()
+    return code, dispatcher
+
+
+def finish(args, experiment, start, records, workers, extra_lines=()):
+    """The end-of-job summary lines (``start``: when this job's dispatching began) and the report."""
+    from .progress import summary
+
+    wall = time.time() - start
+    logs = "logs/*.log (--no-run-dirs)" if args.no_run_dirs else "runs/<run_id>/model.log"
+    for text in summary(records, args.objective, bool(args.maximize), start, wall, workers,
+                        experiment.path, logs=logs):
+        log.info(text)
+    for text in extra_lines:
+        log.info(text)
+    if not args.no_report:
+        try:
+            from .report import render
+
+            paths = render(experiment.path)
+            if paths:
+                log.info("report: %s", ", ".join(os.path.basename(p) for p in paths))
+        except Exception as exc:  # noqa: BLE001 - plots are a convenience; the results are already safe
+            log.warning("warning: could not render the report: %s", exc)

@@ -1,0 +1,335 @@
+"""The masters: optimizers (mlrMBO through rpy2) that propose points for the dispatcher, one or several.
+
+Rank 0 is the dispatcher (journal, budget, every worker) and runs master 0 on a thread of its own
+(:class:`LocalMaster`). With ``--masters M``, ranks 1..M-1 are optimizer ranks, each with its own R and
+mlrMBO (:func:`optimizer_rank`), reached through a :class:`RemoteMaster`. Every master learns every
+finished evaluation and every running point, whoever proposed it, so that each searches with all the
+data; each proposal request carries its own step number, which seeds R, so masters never share a random
+stream. Proposals of several masters are computed at the same time, which is what keeps thousands of
+workers fed (docs/ARCHITECTURE.md has the measurements and the reasons for this layout).
+
+Protocol between the dispatcher and an optimizer rank (after the rank's ``hello``)::
+
+    dispatcher -> rank   ("optimize", settings)       build the optimizer
+    rank -> dispatcher   ("optimizer-ready", info) | ("optimizer-error", message)
+    dispatcher -> rank   ("restore", items)           a resumed journal's finished evaluations
+    dispatcher -> rank   ("dispatched", [(run_id, origin, proposal_id, x), ...])   points now running
+    dispatcher -> rank   ("tell", [(run_id, x, y), ...])                           finished evaluations
+    dispatcher -> rank   ("discard", [proposal_id, ...])   own proposals that will never run
+    dispatcher -> rank   ("propose", {"k", "step", "seed"})
+    rank -> dispatcher   ("proposals", {"step", "items": [proposal tuples], "elapsed"})
+    rank -> dispatcher   ("optimizer-failed", message)   a bug: the dispatcher ends the job
+    dispatcher -> rank   ("stop", None)
+
+A proposal travels as ``(proposal_id, x, params, prop_type, info)``. Messages from one sender arrive in
+order, so a master has always learnt what the dispatcher knew when it asked for a proposal.
+"""
+
+import collections
+import logging
+import queue
+import threading
+import time
+import traceback
+
+from .transport import Backoff
+
+log = logging.getLogger("candle_mbo.masters")
+
+
+class MasterLogic:
+    """One optimizer plus the bookkeeping that maps run ids to its own Proposal objects.
+
+    The same code serves master 0 (on a thread of rank 0) and optimizer ranks. ``optimizer`` follows
+    the contract of :mod:`candle_mbo.optimizer`.
+    """
+
+    def __init__(self, optimizer, index):
+        self.opt = optimizer
+        self.index = index
+        self.handed = {}  # proposal_id -> Proposal proposed here and not dispatched yet
+        self.running = {}  # run_id -> Proposal (own, or adopted from another master or a resume)
+
+    def design(self, n, seed):
+        return self._hand_out(self.opt.design(n, seed))
+
+    def propose(self, k, seed):
+        return self._hand_out(self.opt.propose(k, seed))
+
+    def _hand_out(self, proposals):
+        out = []
+        for proposal in proposals:
+            self.handed[proposal.id] = proposal
+            out.append((proposal.id, proposal.x, proposal.params, proposal.prop_type, proposal.info))
+        return out
+
+    def restore(self, items):
+        self.opt.restore(items)
+
+    def dispatched(self, items):
+        """Points that are running now: own proposals get their run id, others are adopted as pending."""
+        for run_id, origin, proposal_id, x in items:
+            proposal = self.handed.pop(proposal_id, None) if origin == self.index else None
+            self.running[run_id] = proposal if proposal is not None else self.opt.adopt(x)
+
+    def tell(self, items):
+        results = []
+        for run_id, x, y in items:
+            proposal = self.running.pop(run_id, None)
+            results.append((proposal if proposal is not None else x, y))
+        if results:
+            self.opt.tell(results)
+
+    def discard(self, proposal_ids):
+        proposals = [self.handed.pop(i) for i in proposal_ids if i in self.handed]
+        if proposals:
+            self.opt.discard(proposals)
+
+    def messages(self):
+        return self.opt.messages()
+
+
+class LocalMaster:
+    """Master 0: a MasterLogic whose every call runs, in order, on one daemon thread of rank 0.
+
+    R is single-threaded and rpy2 releases the GIL while R computes, so the dispatcher keeps receiving
+    results and dispatching while R fits. Calls that return nothing are queued without waiting; an error
+    in one surfaces at the next ``check()``. The thread is a daemon, so that a job interrupted while R
+    computes can exit at once.
+    """
+
+    index = 0
+
+    def __init__(self):
+        self._calls = queue.Queue()
+        self._errors = []
+        self._thread = threading.Thread(target=self._serve, name="optimizer", daemon=True)
+        self._thread.start()
+        self.optimizer = self.logic = None
+        self._build = None
+        self._request = None  # (step, done Event, result box, k)
+        self.proposal_seconds = None
+
+    def begin(self, make_optimizer, settings):
+        """Start building the optimizer on the thread (R starts there); ``ready()`` waits for it."""
+        self._build = self.submit(make_optimizer, settings)
+
+    def ready(self):
+        """Wait for the optimizer; raises what building it raised (a bad space file is a UsageError)."""
+        box, done = self._build
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        self.optimizer = value
+        self.logic = MasterLogic(value, 0)
+        return value
+
+    def _serve(self):
+        while True:
+            fn, args, box, done = self._calls.get()
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box.append((False, exc))
+                if done is None:
+                    self._errors.append(exc)
+            if done is not None:
+                done.set()
+
+    def submit(self, fn, *args):
+        """Queue ``fn(*args)`` on the thread; returns ``(box, event)`` to collect its result."""
+        box, done = [], threading.Event()
+        self._calls.put((fn, args, box, done))
+        return box, done
+
+    def call(self, fn, *args):
+        box, done = self.submit(fn, *args)
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def post(self, fn, *args):
+        """Queue ``fn(*args)`` without waiting for it (its error surfaces at ``check``)."""
+        self._calls.put((fn, args, [], None))
+
+    def check(self):
+        if self._errors:
+            raise self._errors.pop(0)
+
+    # -- the handle interface (shared with RemoteMaster) ---------------------------------------------
+    @property
+    def busy(self):
+        return self._request is not None
+
+    def request(self, k, step, seed):
+        started = time.monotonic()
+
+        def work():
+            items = self.logic.propose(k, seed)
+            return items, time.monotonic() - started
+
+        box, done = self.submit(work)
+        self._request = (step, done, box, k)
+
+    def requested(self):
+        return self._request[3] if self._request else 0
+
+    def proposals(self):
+        """``(step, items)`` of the finished request, or None while it runs."""
+        self.check()
+        if self._request is None or not self._request[1].is_set():
+            return None
+        step, _, box, _ = self._request
+        self._request = None
+        ok, value = box[0]
+        if not ok:
+            raise value
+        items, elapsed = value
+        self.proposal_seconds = elapsed if self.proposal_seconds is None else \
+            0.7 * self.proposal_seconds + 0.3 * elapsed
+        return step, items
+
+    def design(self, n, seed):
+        return self.call(self.logic.design, n, seed)
+
+    def restore(self, items):
+        self.call(self.logic.restore, items)
+
+    def dispatched(self, items):
+        self.post(self.logic.dispatched, items)
+
+    def tell(self, items):
+        self.post(self.logic.tell, items)
+
+    def discard(self, proposal_ids):
+        self.post(self.logic.discard, proposal_ids)
+
+    def messages(self):
+        return self.call(self.logic.messages)
+
+    def close(self):
+        pass
+
+
+class RemoteMaster:
+    """The dispatcher's handle on an optimizer rank (see the module docstring for the protocol)."""
+
+    def __init__(self, link, rank, index):
+        self.link = link
+        self.rank = rank
+        self.index = index
+        self._request = None  # (step, k)
+        self._answer = None
+        self._failure = None
+        self.ready = None
+        self.proposal_seconds = None
+
+    def handle(self, message):
+        """A message from the optimizer rank (routed here by the pool)."""
+        kind, payload = message
+        if kind == "proposals":
+            self._answer = (payload["step"], payload["items"])
+            elapsed = payload.get("elapsed") or 0.0
+            self.proposal_seconds = elapsed if self.proposal_seconds is None else \
+                0.7 * self.proposal_seconds + 0.3 * elapsed
+        elif kind in ("optimizer-ready", "optimizer-error"):
+            self.ready = (kind == "optimizer-ready", payload)
+        elif kind == "optimizer-failed":
+            self._failure = payload
+        return []
+
+    def start(self, settings):
+        self.link.send(self.rank, ("optimize", settings))
+
+    @property
+    def busy(self):
+        return self._request is not None
+
+    def request(self, k, step, seed):
+        self._request = (step, k)
+        self.link.send(self.rank, ("propose", {"k": k, "step": step, "seed": seed}))
+
+    def requested(self):
+        return self._request[1] if self._request else 0
+
+    def proposals(self):
+        if self._failure is not None:
+            raise RuntimeError("optimizer rank %d failed: %s" % (self.rank, self._failure))
+        if self._answer is None:
+            return None
+        answer, self._answer, self._request = self._answer, None, None
+        return answer
+
+    def restore(self, items):
+        self.link.send(self.rank, ("restore", items))
+
+    def dispatched(self, items):
+        self.link.send(self.rank, ("dispatched", items))
+
+    def tell(self, items):
+        self.link.send(self.rank, ("tell", items))
+
+    def discard(self, proposal_ids):
+        self.link.send(self.rank, ("discard", proposal_ids))
+
+    def messages(self):
+        return []
+
+    def close(self):
+        self.link.send(self.rank, ("stop", None))
+
+
+def optimizer_rank(link, settings, make_optimizer, master=0):
+    """The loop of an optimizer rank: build the optimizer, then answer the dispatcher until ``stop``."""
+    try:
+        optimizer = make_optimizer(settings)
+    except Exception as exc:  # noqa: BLE001 - reported; the dispatcher decides
+        link.send(master, ("optimizer-error", str(exc)))
+        optimizer = None
+    else:
+        link.send(master, ("optimizer-ready", {"rank": link.rank}))
+    logic = MasterLogic(optimizer, settings["master_index"]) if optimizer is not None else None
+    backoff = Backoff()
+    handlers = {"restore": "restore", "dispatched": "dispatched", "tell": "tell", "discard": "discard"}
+    while True:
+        received = link.wait(3600.0, backoff, source=master)
+        if received is None:
+            continue
+        kind, payload = received[1]
+        backoff.reset()
+        if kind == "stop":
+            break
+        if logic is None:
+            continue
+        try:
+            if kind in handlers:
+                getattr(logic, handlers[kind])(payload)
+            elif kind == "propose":
+                started = time.monotonic()
+                items = logic.propose(payload["k"], payload["seed"])
+                for message in logic.messages():
+                    log.info("optimizer rank %d: %s", link.rank, message)
+                link.send(master, ("proposals", {"step": payload["step"], "items": items,
+                                                 "elapsed": time.monotonic() - started}))
+        except Exception:  # noqa: BLE001 - a bug: the dispatcher ends the job with this message
+            link.send(master, ("optimizer-failed", traceback.format_exc(limit=8)))
+    link.flush()
+    return 0
+
+
+def make_optimizer(settings):
+    """The optimizer a master runs, from the search settings (``optimizer``: mbo or random; ``space``)."""
+    from .mbo import make_optimizer as make
+
+    return make(settings)
+
+
+def masters_rule(workers):
+    """The default number of masters for ``workers`` workers (documented in --help and the user guide)."""
+    return max(1, min(8, (workers + 255) // 256))
+
+
+Pending = collections.namedtuple("Pending", "run_id origin proposal_id x params prop_type info step")

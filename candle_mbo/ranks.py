@@ -1,0 +1,117 @@
+"""The ranks of a job and their roles: rank 0 dispatches; the others say hello and wait for a role.
+
+Every rank but 0 starts in :func:`follower`: it reports where it runs (``("hello", node_info)``) and waits
+for its first message, which gives it a role: ``("init", settings)`` makes it a worker
+(:func:`candle_mbo.worker.worker_loop`), ``("optimize", settings)`` an optimizer rank
+(:func:`candle_mbo.masters.optimizer_rank`), ``("stop", ...)`` ends it (bad input, or nothing to run).
+Roles are given by rank 0 after it has read the command line (``--masters``): ranks 1..M-1 optimize,
+the rest work. Every rank always ends: rank 0 sends a stop to every rank it gave no role, and the pool
+stops every worker, including those it left out.
+
+Without an MPI launcher (or with one rank), the same code runs with one local worker: a thread of this
+process talking to rank 0 through queues.
+"""
+
+import threading
+import time
+
+from .errors import UsageError
+from .placement import node_info
+from .transport import Backoff, MPILink, queue_pair, world
+
+HELLO_TIMEOUT_S = 300.0
+
+
+class Ranks:
+    """Rank 0's handle on the other ranks (see the module docstring). Use ``Ranks.create()``."""
+
+    def __init__(self, link, others, local):
+        self.link = link
+        self.others = list(others)
+        self.local = local
+        self.infos = {}
+        self.assigned = set()
+        self.released = False
+
+    @classmethod
+    def create(cls):
+        """``(ranks, None)`` on rank 0; ``(None, exit code)`` on every other rank, after its whole life."""
+        comm, rank, size = world()
+        if size > 1:
+            if rank != 0:
+                return None, follower(MPILink(comm, [0]))
+            return cls(MPILink(comm, range(1, size)), range(1, size), local=False), None
+        master_end, worker_end = queue_pair()
+        thread = threading.Thread(target=follower, args=(worker_end,), name="local-worker", daemon=True)
+        thread.start()
+        ranks = cls(master_end, [1], local=True)
+        ranks.thread = thread
+        return ranks, None
+
+    @property
+    def size(self):
+        return len(self.others) + 1
+
+    def gather(self, route=None):
+        """Wait for every other rank's hello; returns ``{rank: node_info}``. Other messages go to ``route``."""
+        backoff = Backoff()
+        waiting = set(self.others) - set(self.infos)
+        deadline = time.monotonic() + HELLO_TIMEOUT_S
+        while waiting:
+            received = self.link.wait(max(0.0, deadline - time.monotonic()), backoff)
+            if received is None:
+                raise RuntimeError("ranks %s did not report within %d s" % (sorted(waiting), HELLO_TIMEOUT_S))
+            rank, (kind, payload) = received
+            if kind == "hello":
+                self.infos[rank] = payload
+                waiting.discard(rank)
+            elif route is not None:
+                route(rank, (kind, payload))
+        return self.infos
+
+    def roles(self, masters):
+        """``(optimizer ranks, worker ranks)`` for ``masters`` masters (rank 0 is master 0)."""
+        if masters > 1 and self.local:
+            raise UsageError("--masters %d needs MPI ranks (mpiexec -n N with N > %d)" % (masters, masters))
+        if masters >= self.size:
+            raise UsageError("--masters %d leaves no worker among %d ranks; use at most %d masters, or more ranks"
+                             % (masters, self.size, max(1, self.size - 1)))
+        return self.others[:masters - 1], self.others[masters - 1:]
+
+    def assign(self, ranks):
+        self.assigned.update(ranks)
+
+    def release(self):
+        """Stop every rank that got no role (idempotent)."""
+        if self.released:
+            return
+        self.released = True
+        for rank in self.others:
+            if rank not in self.assigned:
+                self.link.send(rank, ("stop", {"now": False}))
+        self.link.flush()
+        if self.local and getattr(self, "thread", None) is not None:
+            self.thread.join(timeout=10)
+
+    def abort(self, code):
+        self.link.abort(code)
+
+
+def follower(link, master=0):
+    """Every rank but 0: hello, then the role rank 0 gives; returns the rank's exit code."""
+    info = node_info()
+    link.send(master, ("hello", info))
+    backoff = Backoff()
+    received = None
+    while received is None:
+        received = link.wait(60.0, backoff, source=master)
+    kind, payload = received[1]
+    if kind == "init":
+        from .worker import worker_loop
+
+        return worker_loop(link, payload, info, master)
+    if kind == "optimize":
+        from .masters import make_optimizer, optimizer_rank
+
+        return optimizer_rank(link, payload, make_optimizer, master)
+    return 0

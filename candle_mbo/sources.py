@@ -1,0 +1,332 @@
+"""The two task sources of the dispatch loop: the lines of a UPF file, and a search (mlrMBO masters).
+
+Both follow :class:`candle_mbo.dispatch.Source`: on resume they learn the journal's finished records and
+hand back its unfinished tasks (to run first, unchanged); then they hand out new tasks when asked.
+"""
+
+import collections
+import json
+import math
+import time
+
+from .dispatch import Source, Task, objective_value
+from .errors import UsageError
+from .journal import run_number
+
+
+class UpfSource(Source):
+    """The lines of a UPF file. A line is identified by its id and its parameters: a line whose id already
+    ran with other parameters is refused (a run id is never reused for other parameters)."""
+
+    def __init__(self, lines, path):
+        self.lines = lines
+        self.path = path
+        self.todo = collections.deque()
+        self.stopped = False
+
+    def resume(self, replay):
+        done = {r["run_id"]: r for r in replay.records}
+        waiting = {e["run_id"]: e for e in replay.unfinished}
+        for line in self.lines:
+            earlier = replay.dispatched.get(line.run_id) or done.get(line.run_id)
+            if earlier is not None and _canonical(earlier.get("params")) != _canonical(line.params):
+                raise UsageError("%s:%d: id %r already ran with other parameters (%s); give the edited line a new id"
+                                 % (self.path, line.lineno, line.run_id, _short_json(earlier.get("params"))))
+        self.todo.extend(line for line in self.lines if line.run_id not in done and line.run_id not in waiting)
+        return [Task(e["run_id"], e["params"], {"line": e.get("line")}) for e in replay.unfinished]
+
+    def take(self, view):
+        if self.stopped:
+            return []
+        tasks = [Task(line.run_id, line.params, {"line": line.lineno}) for line in self.todo]
+        self.todo.clear()
+        return tasks
+
+    def exhausted(self):
+        return self.stopped or not self.todo
+
+    def stop(self):
+        self.stopped = True
+
+
+def _canonical(params):
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _short_json(params):
+    text = json.dumps(params, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def proposal_seed(seed, step):
+    """R's seed for proposal step ``step`` of a search seeded with ``seed`` (0: the design).
+
+    Spread out so that searches with nearby seeds never share a random stream (``seed + step`` would:
+    seed 1's third step would draw what seed 4's design draws). R/mbo_reference.R uses the same formula.
+    """
+    return (int(seed) * 10007 + int(step)) % 2147483647
+
+
+class _Point:
+    """A proposed point, from its proposal until its result has been told."""
+
+    __slots__ = ("run_id", "origin", "proposal_id", "x", "params", "prop_type", "info", "step")
+
+    def __init__(self, run_id, origin, item, step):
+        self.run_id = run_id
+        self.origin = origin
+        self.proposal_id, self.x, self.params, self.prop_type, self.info = item
+        self.step = step
+
+    def task(self):
+        fields = {"x": self.x, "step": self.step, "prop_type": self.prop_type, "master": self.origin}
+        if self.info:
+            fields["info"] = self.info
+        return Task(self.run_id, self.params, fields)
+
+
+class SearchSource(Source):
+    """A search: an initial design, then proposals from the masters, until the budget is met exactly.
+
+    ``sync``: batches of ``propose_points``; a batch is evaluated completely and told back, in proposal
+    order, before the next is proposed (CANDLE Supervisor's scheme; seeded proposals equal plain
+    ``mbo()``). ``async``: proposals are asked for ahead of need and handed to workers as they free; a
+    request asks one master for k points (one surrogate fit), k sized to the workers that are idle or will
+    free while the proposal is computed. Running points enter every master's surrogate.
+
+    Budget: every point is in exactly one state (finished, running, ready, requested), and their sum never
+    exceeds the budget.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, masters, settings, log):
+        self.masters = masters
+        self.budget = settings["budget"]
+        self.design_size = settings["design_size"]
+        self.mode = settings["mode"]
+        self.propose_points = settings["propose_points"]
+        self.seed = settings["seed"]
+        self.iterations = settings.get("iterations")
+        self.max_time = settings.get("max_time") or 0
+        self.log = log
+        self.start = time.time()
+        self.next_number = 1
+        self.step = 1
+        self.designed = False
+        self.ready = collections.deque()  # points proposed, waiting for a free worker
+        self.running = {}  # run_id -> _Point dispatched and not finished
+        self.batch = None  # sync: {"step", "order": [run ids], "held": {run_id: (x, y)}}
+        self.proposed = 0  # points proposed after the design (for --iterations in async mode)
+        self.finished_count = 0
+        self.stopped = False
+        self.counts = collections.Counter()  # prop_type of the points handed out
+
+    # -- run ids, steps ----------------------------------------------------------------------------
+    def _new_run_id(self):
+        run_id = "run-%04d" % self.next_number
+        self.next_number += 1
+        return run_id
+
+    def _stopping(self):
+        if self.stopped:
+            return True
+        if self.max_time and time.time() - self.start >= self.max_time:
+            return True
+        if self.iterations:
+            if self.mode == "sync":
+                return self.step > self.iterations
+            return self.proposed >= self.iterations * self.propose_points
+        return False
+
+    # -- resume --------------------------------------------------------------------------------------
+    def resume(self, replay):
+        self.next_number = replay.next_number
+        self.finished_count = len(replay.records)
+        items = []
+        for record in replay.records:
+            entry = replay.entry_of(record) or {}
+            x = entry.get("x", record.get("x"))
+            step = entry.get("step", record.get("iteration")) or 0
+            items.append({"run_id": record["run_id"], "x": x, "y": objective_value(record), "step": step,
+                          "prop_type": entry.get("prop_type", record.get("prop_type")),
+                          "info": entry.get("info", record.get("proposal")) or {}})
+        steps = [i["step"] for i in items] + [e.get("step") or 0 for e in replay.dispatched.values()]
+        self.designed = bool(items or replay.unfinished)
+        self.step = max(steps, default=0) + 1
+        unfinished = [e for e in replay.unfinished if e.get("x") is not None]
+        held = []
+        if self.mode == "sync" and unfinished:
+            partial = unfinished[0].get("step") or 0
+            held = [i for i in items if i["step"] == partial]
+            items = [i for i in items if i["step"] != partial]
+            order = [e["run_id"] for e in replay.dispatched.values() if (e.get("step") or 0) == partial]
+            self.batch = {"step": partial, "order": order,
+                          "held": {i["run_id"]: (i["x"], i["y"]) for i in held}}
+            self.step = partial + 1
+        if items:
+            for master in self.masters:
+                master.restore(items)
+        tasks = []
+        adopted = []
+        for entry in unfinished:
+            point = _Point(entry["run_id"], -1, (None, entry["x"], entry["params"], entry.get("prop_type"),
+                                                 entry.get("info") or {}), entry.get("step") or 0)
+            self.running[point.run_id] = point
+            adopted.append((point.run_id, -1, None, point.x))
+            task = point.task()
+            task.fields["master"] = entry.get("master", 0)
+            tasks.append(task)
+        if adopted:
+            for master in self.masters:
+                master.dispatched(adopted)
+        if replay.records or tasks:
+            self.log.info("resume: %d finished evaluation%s given back to the optimizer; %d interrupted run%s "
+                          "first, under their own ids; %d evaluations to go",
+                          len(replay.records), "" if len(replay.records) == 1 else "s", len(tasks),
+                          "" if len(tasks) == 1 else "s", max(0, self.budget - len(replay.records)))
+        return tasks
+
+    # -- handing out -------------------------------------------------------------------------------------
+    def _room(self):
+        requested = sum(m.requested() for m in self.masters)
+        return self.budget - self.finished_count - len(self.running) - len(self.ready) - requested
+
+    def _dispatch(self, points):
+        """Running from now: tell every master (the origin maps its proposal, the others adopt the point)."""
+        items = []
+        for point in points:
+            self.running[point.run_id] = point
+            items.append((point.run_id, point.origin, point.proposal_id, point.x))
+            self.counts[point.prop_type] += 1
+        if items:
+            for master in self.masters:
+                master.dispatched(items)
+        return [p.task() for p in points]
+
+    def _collect(self):
+        """Take the proposals that finished computing; ready points get their run ids."""
+        for master in self.masters:
+            answer = master.proposals()
+            if answer is None:
+                continue
+            step, items = answer
+            points = [_Point(self._new_run_id(), master.index, item, step) for item in items]
+            if self.mode == "sync":
+                self.batch = {"step": step, "order": [p.run_id for p in points], "held": {}}
+                return self._dispatch(points)
+            self.proposed += len(points)
+            self.ready.extend(points)
+        return []
+
+    def _design(self):
+        self.designed = True
+        n = min(self.design_size, self.budget - self.finished_count)
+        if n <= 0:
+            return []
+        items = self.masters[0].design(n, proposal_seed(self.seed, 0))
+        points = [_Point(self._new_run_id(), 0, item, 0) for item in items]
+        self.log.info("initial design: %d point%s", len(points), "" if len(points) == 1 else "s")
+        if self.mode == "sync":
+            self.batch = {"step": 0, "order": [p.run_id for p in points], "held": {}}
+        return self._dispatch(points)
+
+    def take(self, view):
+        self.finished_count = view.finished
+        tasks = self._collect()
+        if not self.designed:
+            return tasks + self._design()
+        if self.mode == "sync":
+            return tasks + self._take_sync()
+        return tasks + self._take_async(view)
+
+    def _take_sync(self):
+        if self.batch is not None or self._stopping() or self.masters[0].busy:
+            return []
+        k = min(self.propose_points, self._room())
+        if k > 0:
+            self.masters[0].request(k, self.step, proposal_seed(self.seed, self.step))
+            self.step += 1
+        return []
+
+    def _take_async(self, view):
+        free = max(0, view.idle - view.queued)
+        points = []
+        while self.ready and free > 0:
+            points.append(self.ready.popleft())
+            free -= 1
+        room = self._room()
+        if room > 0 and not self._stopping():
+            idle = [m for m in self.masters if not m.busy]
+            demand = free + self._expected_frees(view) - len(self.ready) - sum(m.requested() for m in self.masters)
+            if self.iterations:
+                room = min(room, self.iterations * self.propose_points - self.proposed
+                           - sum(m.requested() for m in self.masters))
+            for index, master in enumerate(idle):
+                if demand <= 0 or room <= 0:
+                    break
+                k = max(1, min(self.MAX_BATCH, room, math.ceil(demand / (len(idle) - index))))
+                master.request(k, self.step, proposal_seed(self.seed, self.step))
+                self.step += 1
+                demand -= k
+                room -= k
+        return self._dispatch(points)
+
+    def _expected_frees(self, view):
+        """Workers that will free while a proposal is computed (at least one ahead when runs are going)."""
+        if not view.running:
+            return 0
+        seconds = max([m.proposal_seconds for m in self.masters if m.proposal_seconds] or [1.0])
+        mean = view.mean_duration
+        if not mean:
+            return 1
+        return min(view.running, max(1, math.ceil(view.running * seconds / mean)))
+
+    def finished(self, record, task):
+        self.finished_count += 1
+        point = self.running.pop(record["run_id"], None)
+        if point is None:
+            return
+        y = objective_value(record)
+        if self.batch is None:
+            for master in self.masters:
+                master.tell([(point.run_id, point.x, y)])
+            return
+        self.batch["held"][point.run_id] = (point.x, y)
+        if all(run_id in self.batch["held"] for run_id in self.batch["order"]):
+            items = [(run_id,) + self.batch["held"][run_id] for run_id in self.batch["order"]]
+            for master in self.masters:
+                master.tell(items)
+            self.batch = None
+
+    def exhausted(self):
+        if self.running or self.ready or any(m.busy for m in self.masters) or self.batch is not None:
+            return False
+        return self.designed and (self._stopping() or self._room() <= 0)
+
+    def stop(self):
+        self.stopped = True
+        by_origin = collections.defaultdict(list)
+        for point in self.ready:
+            by_origin[point.origin].append(point.proposal_id)
+        self.ready.clear()
+        for master in self.masters:
+            if by_origin.get(master.index):
+                master.discard(by_origin[master.index])
+
+    def wait_s(self):
+        return 0.02 if any(m.busy for m in self.masters) else 0.25
+
+    def close(self):
+        for master in self.masters:
+            master.close()
+
+
+def design_kinds(records):
+    """``(design, model_based, random)``: how the recorded points were proposed."""
+    design = sum(1 for r in records if r.get("prop_type") == "initdesign")
+    fallback = sum(1 for r in records if str(r.get("prop_type", "")).startswith("random"))
+    return design, len(records) - design - fallback, fallback
+
+
+__all__ = ["UpfSource", "SearchSource", "proposal_seed", "design_kinds", "run_number"]

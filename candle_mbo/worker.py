@@ -1,0 +1,272 @@
+"""A worker rank: runs the tasks its dispatcher sends, in a resident runner, and keeps listening meanwhile.
+
+Protocol with the dispatcher (pickled tuples; the dispatcher's side is :mod:`candle_mbo.pool`; the
+``hello`` that precedes it is :func:`candle_mbo.ranks.follower`'s)::
+
+    dispatcher -> worker  ("init", settings)          runner settings and this worker's environment
+    worker -> dispatcher  ("ready", info) | ("error", message)   the model is imported (or cannot be)
+    dispatcher -> worker  ("run", task) | ("runs", [task, ...])  one task, or a chunk of short ones
+    worker -> dispatcher  ("result", record) | ("results", [record, ...])   one reply per task message
+    dispatcher -> worker  ("revoke", [run_id, ...])   give back queued tasks not started yet
+    worker -> dispatcher  ("revoked", [run_id, ...])  the ones it gave back (maybe none)
+    worker -> dispatcher  ("retire", {"reason", "unrun"})   the runner cannot be restarted: the worker
+                                                      stops taking work and gives back what it did not run
+    dispatcher -> worker  ("stop", {"now": bool})     end; with now, kill the runs in progress first
+    worker -> dispatcher  ("stopped", {"interrupted": [run_id, ...]})
+
+A worker that cannot load the model, or retires, stays in its loop (idle, asleep) until the stop: every
+rank leaves together, so MPI_Finalize never waits on a rank that left early. While a run goes on, the
+worker waits on the runner (a kernel sleep on its pipe and pidfd) in slices, checking for messages
+between them; it never blocks in MPI.
+
+Signals: SIGTERM, SIGINT and SIGUSR1 are the dispatcher's business (it decides about a grace period and
+sends the stop); a worker that hears nothing from it for ``grace + 10`` s after a signal, or gets a
+second signal, kills its runs and exits.
+"""
+
+import collections
+import logging
+import os
+import signal
+import threading
+import time
+
+from .isolation import IsolatedRunner, RunnerRetired
+from .status import FAILED, TIMEOUT
+from .transport import Backoff
+
+log = logging.getLogger("candle_mbo.worker")
+
+BUSY_SLICE_S = 0.1  # longest wait on a run before looking at the dispatcher's messages again
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class InProcessExecutor:
+    """``--isolation none``: the worker runs the model itself (fastest; a crash ends the job).
+
+    The timeout is enforced with SIGALRM, which interrupts Python code only: a run stuck in C code
+    or ignoring exceptions cannot be stopped. Use the default isolation when that matters. Runs are
+    synchronous: messages that arrive during a run are read after it.
+    """
+
+    def __init__(self, config, env, fd_capture, timeout):
+        from .runner import Runner
+
+        os.environ.update(env)
+        self.runner = Runner.from_config(config, fd_capture=fd_capture)
+        self.timeout = timeout if timeout and timeout > 0 else None
+        self.use_alarm = self.timeout and threading.current_thread() is threading.main_thread()
+        if self.timeout and not self.use_alarm:
+            log.warning("warning: --timeout is not enforced with --isolation none without mpiexec (the local "
+                        "worker is a thread); use the default isolation to enforce it")
+        self._tasks = []
+
+    @property
+    def busy(self):
+        return bool(self._tasks)
+
+    def submit(self, tasks):
+        self._tasks = list(tasks)
+
+    def poll(self, timeout=0.0):
+        tasks, self._tasks = self._tasks, []
+        return [self.run(task) for task in tasks]
+
+    def run(self, task):
+        if not self.use_alarm:
+            return self.runner.run(task)
+
+        def expire(signum, frame):
+            raise _RunTimeout()
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        try:
+            record = self.runner.run(task)
+        except _RunTimeout:
+            record = {"run_id": str(task["run_id"]), "status": TIMEOUT, "objective": None,
+                      "error": "stopped after %g s (--timeout)" % self.timeout}
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        if record.get("status") == FAILED and "_RunTimeout" in str(record.get("error")):
+            record["status"] = TIMEOUT
+            record["error"] = "stopped after %g s (--timeout)" % self.timeout
+        return record
+
+    def cancel(self):
+        tasks, self._tasks = self._tasks, []
+        return tasks
+
+    def close(self):
+        pass
+
+
+class _RunTimeout(BaseException):
+    """Raised into a run by SIGALRM (a BaseException so that user code's `except Exception` lets it by)."""
+
+
+def make_executor(settings, rank, in_process_link):
+    """The executor of this worker: an isolated runner (default) or the model in this process."""
+    config = dict(settings["runner"])
+    env = settings.get("env") or {}
+    log_dir = settings.get("log_dir")
+    isolated = settings.get("isolation", "process") != "none"
+    log_path = os.path.join(log_dir, "runner-%d.log" % rank) if log_dir else None
+    if not settings.get("run_dirs", True):
+        # --no-run-dirs: one scratch folder per worker is every run's output_dir; run output goes to the
+        # runner's log (isolated) or to logs/worker-<rank>.log (in-process)
+        if settings.get("scratch_dir"):
+            config["scratch_dir"] = os.path.join(settings["scratch_dir"], "worker-%d" % rank)
+        if not isolated and log_dir:
+            config["run_log"] = os.path.join(log_dir, "worker-%d.log" % rank)
+    if not isolated:
+        return InProcessExecutor(config, env, fd_capture=not in_process_link, timeout=settings.get("timeout"))
+    executor = IsolatedRunner(config, env=env, log_path=log_path, timeout=settings.get("timeout"))
+    executor.ensure_started()
+    return executor
+
+
+class _Signals:
+    """A worker's view of stop signals (installed only in a worker that is the main thread of its process)."""
+
+    def __init__(self):
+        self.first = None  # (signal number, time) of the first signal
+        self.executor = None
+
+    def install(self):
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.first is None:
+            self.first = (signum, time.monotonic())
+            return
+        if self.executor is not None:  # a second signal: end at once
+            self.executor.cancel()
+        os._exit(128 + signum)
+
+
+class _WorkerState:
+    """One worker rank's loop state: its executor, the task messages queued behind the current one."""
+
+    def __init__(self, link, master, info):
+        self.link = link
+        self.master = master
+        self.rank = link.rank
+        self.in_process = getattr(link, "in_process", False)
+        self.backoff = Backoff()
+        self.host = info["host"]
+        self.signals = _Signals()
+        self.executor = None
+        self.queued = collections.deque()  # task messages received and not started: lists of tasks
+        self.current = None  # [kind, records so far] of the task message in progress
+        self.grace = 0.0
+        self.stopped = False
+
+    def send(self, message):
+        self.link.send(self.master, message)
+
+    def start(self, settings):
+        """Install the signal handlers and load the model; tell the dispatcher how that went."""
+        if not self.in_process and threading.current_thread() is threading.main_thread():
+            self.signals.install()
+        self.grace = float(settings.get("grace") or 0)
+        try:
+            self.executor = make_executor(settings, self.rank, self.in_process)
+        except Exception as exc:  # noqa: BLE001 - the dispatcher decides what a broken worker means
+            self.send(("error", "%s (rank %d on %s)" % (exc, self.rank, self.host)))
+        else:
+            self.send(("ready", {"host": self.host, "pid": os.getpid()}))
+        self.signals.executor = self.executor
+
+    def handle(self, message):
+        kind, payload = message
+        self.backoff.reset()
+        if kind in ("run", "runs"):
+            self.queued.append([payload] if kind == "run" else list(payload))
+        elif kind == "revoke":
+            wanted = set(payload)
+            given = [t["run_id"] for tasks in self.queued for t in tasks if t["run_id"] in wanted]
+            kept = ([t for t in tasks if t["run_id"] not in wanted] for tasks in self.queued)
+            self.queued = collections.deque(tasks for tasks in kept if tasks)
+            self.send(("revoked", given))
+        elif kind == "stop":
+            interrupted = []
+            if payload and payload.get("now") and self.executor is not None:
+                interrupted = [t["run_id"] for t in self.executor.cancel()]
+            interrupted += self._queued_ids()
+            self.send(("stopped", {"interrupted": interrupted}))
+            self.stopped = True
+
+    def _queued_ids(self):
+        return [t["run_id"] for tasks in self.queued for t in tasks]
+
+    def retire(self, reason, unrun=()):
+        """Give back every task not run and stop taking work (the dispatcher requeues them elsewhere)."""
+        if self.current and self.current[1]:
+            self.send(("results", self.current[1]))
+        self.send(("retire", {"reason": "%s (rank %d on %s)" % (reason, self.rank, self.host),
+                              "unrun": [t["run_id"] for t in unrun] + self._queued_ids()}))
+        self.queued.clear()
+        self.current = None
+        if self.executor is not None:
+            self.executor.close()
+        self.executor = self.signals.executor = None
+
+    def step(self):
+        """One turn of the loop: a message, progress of the run, the next task, or a short sleep."""
+        received = self.link.poll(self.master)
+        if received is not None:
+            self.handle(received[1])
+            return
+        if self.signals.first is not None and time.monotonic() - self.signals.first[1] > self.grace + 10:
+            if self.executor is not None:
+                self.executor.cancel()
+            log.warning("worker %d: no word from the dispatcher after signal %d; leaving", self.rank,
+                        self.signals.first[0])
+            self.stopped = True
+            return
+        executor = self.executor
+        if executor is not None and executor.busy:
+            try:
+                records = executor.poll(timeout=min(BUSY_SLICE_S, max(self.backoff.next_delay(), 0.001)))
+            except RunnerRetired as exc:
+                self.retire(str(exc), exc.unrun)
+                return
+            if records:
+                for record in records:
+                    record["worker"], record["host"] = self.rank, self.host
+                self.current[1].extend(records)
+                self.backoff.reset()
+            if not executor.busy:
+                kind, done = self.current
+                self.send(("result", done[0]) if kind == "run" else ("results", done))
+                self.current = None
+            return
+        if self.queued:
+            if executor is None:
+                self.retire("no runner (the model could not be loaded)")
+                return
+            tasks = self.queued.popleft()
+            self.current = ["run" if len(tasks) == 1 else "runs", []]
+            try:
+                executor.submit(tasks)
+            except RunnerRetired as exc:
+                self.current = None
+                self.retire(str(exc), exc.unrun)
+            return
+        received = self.link.wait(self.backoff.next_delay(), self.backoff, source=self.master)
+        if received is not None:
+            self.handle(received[1])
+
+
+def worker_loop(link, settings, info, master=0):
+    """A worker's life after its ``init``: run tasks from the dispatcher until told to stop; returns 0."""
+    state = _WorkerState(link, master, info)
+    state.start(settings)
+    while not state.stopped:
+        state.step()
+    if state.executor is not None:
+        state.executor.close()
+    return 0
