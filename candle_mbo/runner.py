@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -229,13 +230,69 @@ def _redirect_fds(path):
     os.close(fd)
 
 
+class _ThreadRouter:
+    """A stand-in for sys.stdout/sys.stderr that sends each thread's writes where that thread points them.
+
+    A run inside a process that has other work (the local worker thread beside the dispatcher, with
+    ``--isolation none``) must capture its own output without capturing the dispatcher's: swapping the
+    process-wide streams would send a fatal error of the dispatcher into the run's model.log. Threads
+    with no target of their own (including the threads a run starts) write to the original stream.
+    """
+
+    def __init__(self, original):
+        self.original = original
+        self.local = threading.local()
+
+    def _target(self):
+        return getattr(self.local, "target", None) or self.original
+
+    def write(self, text):
+        return self._target().write(text)
+
+    def flush(self):
+        return self._target().flush()
+
+    def __getattr__(self, name):
+        return getattr(self._target(), name)
+
+
+def _unrouted(stream):
+    return stream.original if isinstance(stream, _ThreadRouter) else stream
+
+
+def _routers():
+    """Install (once) the thread routers in place of sys.stdout and sys.stderr; return them."""
+    routers = []
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, _ThreadRouter):
+            stream = _ThreadRouter(stream)
+            setattr(sys, name, stream)
+        routers.append(stream)
+    return routers
+
+
+@contextlib.contextmanager
+def _thread_output(target):
+    """Send this thread's prints to ``target`` while the block runs (see _ThreadRouter)."""
+    routers = _routers()
+    saved = [getattr(r.local, "target", None) for r in routers]
+    for router in routers:
+        router.local.target = target
+    try:
+        yield target
+    finally:
+        for router, previous in zip(routers, saved):
+            router.local.target = previous
+
+
 class _OutputCapture:
     """Sends stdout/stderr to a run's model.log while the run lasts.
 
     In a dedicated runner process (``fd_level``) the file descriptors 1 and 2 themselves are pointed
     at the log, so output of C/C++ code (TensorFlow, CUDA) is captured too; the original descriptors
     are saved once and restored after each run. Elsewhere (a thread of a process with its own output)
-    only ``sys.stdout``/``sys.stderr`` are swapped.
+    only this thread's Python-level writes are routed to the log (see _ThreadRouter).
     """
 
     def __init__(self, fd_level):
@@ -244,8 +301,8 @@ class _OutputCapture:
 
     @contextlib.contextmanager
     def to(self, log_path):
-        saved = (sys.stdout, sys.stderr)
         if self.fd_level:
+            saved = (sys.stdout, sys.stderr)
             _redirect_fds(log_path)
             try:
                 yield sys.stderr
@@ -255,13 +312,8 @@ class _OutputCapture:
                 os.dup2(self._saved_fds[0], 1)
                 os.dup2(self._saved_fds[1], 2)
             return
-        log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
-        sys.stdout = sys.stderr = log
-        try:
+        with open(log_path, "a", buffering=1, encoding="utf-8", errors="replace") as log, _thread_output(log):
             yield log
-        finally:
-            sys.stdout, sys.stderr = saved
-            log.close()
 
 
 class Runner:
@@ -430,15 +482,13 @@ class Runner:
                 self._shared_log = open(self.run_log, "a", encoding="utf-8", errors="replace")
             else:
                 self._shared_log = False
-        saved = (sys.stdout, sys.stderr)
-        if self._shared_log:
-            sys.stdout = sys.stderr = self._shared_log
-        try:
-            sys.stdout.write("[candle_mbo] run %s\n" % run_id)
-            yield sys.stderr
-        finally:
-            _flush_streams()
-            sys.stdout, sys.stderr = saved
+        target = self._shared_log or _unrouted(sys.stdout)
+        with _thread_output(target):
+            try:
+                target.write("[candle_mbo] run %s\n" % run_id)
+                yield target
+            finally:
+                _flush_streams()
 
 
 def write_run_result(run_dir, record, history=None, extra=None, atomic=False):

@@ -255,6 +255,7 @@ class SearchSource(Source):
         while self.ready and free > 0:
             points.append(self.ready.popleft())
             free -= 1
+        tasks = self._dispatch(points)  # running from now on: counted before the room is measured
         room = self._room()
         if room > 0 and not self._stopping():
             idle = [m for m in self.masters if not m.busy]
@@ -270,7 +271,7 @@ class SearchSource(Source):
                 self.step += 1
                 demand -= k
                 room -= k
-        return self._dispatch(points)
+        return tasks
 
     def _expected_frees(self, view):
         """Workers that will free while a proposal is computed (at least one ahead when runs are going)."""

@@ -1,0 +1,196 @@
+"""The task journal (issue 11): signals, replay of interrupted runs from their own checkpoint, pinned inputs,
+options on resume, half-created experiments. UPF here; the HPO forms are in test_hpo_resume.py."""
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from conftest import (FIXTURES, describe, kill_group, launch, read_journal, read_records, requires_mpi,
+                      session_pids, write_upf)
+from test_faults import wait_until
+
+FAULTY = os.path.join(FIXTURES, "faulty.py")
+CKPT = os.path.join(FIXTURES, "ckpt_model.py")
+
+
+def upf(tmp_path, lines, model=FAULTY, np=None, extra=(), timeout=180, wait=True, upf_name="runs.upf", **kw):
+    path = tmp_path / upf_name
+    if lines is not None:
+        write_upf(path, lines)
+    args = ["--model", model, "--upf", str(path), "--output", str(tmp_path / "out"), "--no-report"] + list(extra)
+    return launch("candle_mbo.upf", args, np=np, timeout=timeout, wait=wait, **kw)
+
+
+def resume(tmp_path, np=None, extra=(), timeout=180, **kw):
+    args = ["--output", str(tmp_path / "out"), "--resume", "--no-report"] + list(extra)
+    return launch("candle_mbo.upf", args, np=np, timeout=timeout, **kw)
+
+
+def started(tmp_path, run_ids):
+    return all((tmp_path / "out" / "runs" / r / "epochs.log").exists() for r in run_ids)
+
+
+def epochs_trained(tmp_path, run_id):
+    path = tmp_path / "out" / "runs" / run_id / "epochs.log"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def finish(process, timeout=30):
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except Exception:
+        kill_group(process)
+        raise
+    return process.returncode, out, err
+
+
+@requires_mpi
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_under_mpiexec_stops_every_rank_and_says_how_to_continue(tmp_path, sig):
+    lines = [{"id": "r%d" % i, "x": i, "epoch_s": 0.3} for i in range(5)]
+    process = upf(tmp_path, lines, model=CKPT, np=3, wait=False)
+    assert wait_until(lambda: started(tmp_path, ["r0", "r1"]) and epochs_trained(tmp_path, "r0") >= 3, 90)
+    process.send_signal(sig)  # to mpiexec, as Ctrl-C or a scheduler would
+    code, out, err = finish(process)
+    assert wait_until(lambda: not session_pids(process.pid), 10)  # every rank and runner ended
+    assert "interrupted (SIGTERM)" in out  # OpenMPI turns both into SIGTERM for the ranks
+    assert "continue with: mpiexec -n 3 " in out and "--resume" in out
+    journal = read_journal(tmp_path / "out")
+    interrupted = [e for e in journal if e.get("event") == "interrupted"]
+    assert interrupted and {"r0", "r1"} <= set(interrupted[0]["run_ids"])
+    again = resume(tmp_path, np=3)
+    assert again.returncode == 0, describe(again)
+    records = read_records(tmp_path / "out")
+    assert sorted(r["run_id"] for r in records) == ["r%d" % i for i in range(5)]
+    for run_id in ("r0", "r1"):  # continued from their own checkpoint: at most one epoch repeated
+        assert epochs_trained(tmp_path, run_id) <= 10 + 1, run_id
+    dispatched = [e for e in read_journal(tmp_path / "out") if e.get("event") == "dispatched"]
+    assert len(dispatched) == 5  # the reruns kept their journal entries: one per task
+
+
+def test_ctrl_c_without_mpiexec_exits_130_with_the_resume_command(tmp_path):
+    lines = [{"id": "r%d" % i, "x": i, "epoch_s": 0.3} for i in range(3)]
+    process = upf(tmp_path, lines, model=CKPT, wait=False)
+    assert wait_until(lambda: epochs_trained(tmp_path, "r0") >= 2, 90)
+    os.kill(process.pid, signal.SIGINT)
+    code, out, err = finish(process)
+    assert code == 130, out + err
+    assert "interrupted (SIGINT): 0 finished, 3 interrupted" in out
+    assert "-m candle_mbo.upf --output %s --resume" % (tmp_path / "out") in out
+    again = resume(tmp_path)
+    assert again.returncode == 0, describe(again)
+    assert epochs_trained(tmp_path, "r0") <= 11
+
+
+@requires_mpi
+def test_sigusr1_with_grace_lets_running_runs_finish(tmp_path):
+    lines = [{"id": "r%d" % i, "x": i, "epoch_s": 0.2, "epochs": 8} for i in range(6)]
+    process = upf(tmp_path, lines, model=CKPT, np=3, wait=False, extra=["--grace", "30"])
+    assert wait_until(lambda: started(tmp_path, ["r0", "r1"]), 90)
+    process.send_signal(signal.SIGUSR1)  # OpenMPI forwards it to the ranks
+    code, out, err = finish(process, timeout=60)
+    assert code == 128 + signal.SIGUSR1, out + err
+    records = {r["run_id"]: r for r in read_records(tmp_path / "out")}
+    assert {"r0", "r1"} <= set(records) and all(r["status"] == "ok" for r in records.values())
+    assert "waiting up to 30 s" in out
+    assert len(records) < 6  # queued lines did not start
+    again = resume(tmp_path, np=3)
+    assert again.returncode == 0, describe(again)
+    assert len(read_records(tmp_path / "out")) == 6
+
+
+def test_kill_9_then_resume_continues_interrupted_runs_from_their_checkpoint(tmp_path):
+    lines = [{"id": "r%d" % i, "x": i, "epoch_s": 0.25} for i in range(2)]
+    process = upf(tmp_path, lines, model=CKPT, wait=False, extra=["--no-report"])
+    assert wait_until(lambda: epochs_trained(tmp_path, "r0") >= 4, 90)
+    kill_group(process, signal.SIGKILL)
+    process.wait(timeout=30)
+    done_before = epochs_trained(tmp_path, "r0")
+    again = resume(tmp_path)
+    assert again.returncode == 0, describe(again)
+    assert "restored from epoch" in (tmp_path / "out" / "runs" / "r0" / "model.log").read_text()
+    total = epochs_trained(tmp_path, "r0") + epochs_trained(tmp_path, "r1")
+    assert total <= 2 * 10 + 1, (done_before, total)  # the budget's epochs + one interval for the interrupted run
+
+
+def test_edited_inputs_are_refused_on_resume_unless_accepted(tmp_path):
+    lines = [{"id": "a"}, {"id": "b", "fate": "sleep"}]
+    process = upf(tmp_path, lines, wait=False, extra=["--default-model", os.path.join(FIXTURES, "faulty_params.txt")])
+    assert wait_until(lambda: len(read_records(tmp_path / "out")) == 1 if (tmp_path / "out" / "results.jsonl").exists()
+                      else False, 60)
+    kill_group(process, signal.SIGKILL)
+    process.wait(timeout=30)
+    journal_before = (tmp_path / "out" / "results.jsonl").read_bytes()
+    write_upf(tmp_path / "runs.upf", [{"id": "a"}, {"id": "b", "value": 3}])  # an edited line
+    refused = resume(tmp_path)
+    assert refused.returncode == 2, describe(refused)
+    assert "the UPF file %s changed since the experiment started" % (tmp_path / "runs.upf") in refused.stderr
+    assert "--accept-changed" in refused.stderr
+    assert (tmp_path / "out" / "results.jsonl").read_bytes() == journal_before  # nothing appended
+    accepted = resume(tmp_path, extra=["--accept-changed"])
+    assert accepted.returncode == 2 and "already ran with other parameters" in accepted.stderr  # b was dispatched
+    write_upf(tmp_path / "runs.upf", [{"id": "a"}, {"id": "b", "fate": "sleep"}, {"id": "c"}])
+    accepted = resume(tmp_path, extra=["--accept-changed", "--timeout", "2"])
+    assert accepted.returncode == 0, describe(accepted)
+    assert {r["run_id"]: r["status"] for r in read_records(tmp_path / "out")} == {"a": "ok", "b": "timeout", "c": "ok"}
+
+
+def test_an_edited_model_is_refused_on_resume(tmp_path):
+    model = tmp_path / "model" / "faulty.py"
+    model.parent.mkdir()
+    shutil.copy(FAULTY, model)
+    shutil.copy(os.path.join(FIXTURES, "faulty_params.txt"), model.parent)
+    result = upf(tmp_path, [{"id": "a"}], model=str(model))
+    assert result.returncode == 0, describe(result)
+    write_upf(tmp_path / "runs.upf", [{"id": "a"}, {"id": "b"}])
+    model.write_text(model.read_text() + "\n# a comment\n")
+    refused = launch("candle_mbo.upf", ["--output", str(tmp_path / "out"), "--resume", "--accept-changed"],
+                     timeout=60)
+    assert refused.returncode == 0, describe(refused)  # accepted: the model and the UPF changed
+    model.write_text(model.read_text() + "\n# another\n")
+    refused = resume(tmp_path)
+    assert refused.returncode == 2 and "the model file %s changed" % model in refused.stderr, describe(refused)
+
+
+def test_typed_options_override_stored_ones_and_identity_options_must_match(tmp_path, monkeypatch):
+    first = upf(tmp_path, [{"id": "a", "fate": "sleep"}], extra=["--timeout", "1"])
+    assert first.returncode == 0, describe(first)
+    write_upf(tmp_path / "runs.upf", [{"id": "a", "fate": "sleep"}, {"id": "b", "sleep": 1.5}])
+    again = launch("candle_mbo.upf", ["--output", str(tmp_path / "out"), "--resume", "--accept-changed",
+                                      "--timeout", "0"], timeout=60)  # typed, equal to the default: it counts
+    assert again.returncode == 0, describe(again)
+    assert {r["run_id"]: r["status"] for r in read_records(tmp_path / "out")}["b"] == "ok"
+    other = launch("candle_mbo.upf", ["--output", str(tmp_path / "out"), "--resume", "--objective", "loss"],
+                   timeout=60)
+    assert other.returncode == 2 and "--objective loss differs from the experiment's val_loss" in other.stderr
+
+
+def test_paths_are_stored_absolute_so_a_resume_works_from_another_folder(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(os.path.join(FIXTURES, "faulty_params.txt"), work / "defaults.txt")
+    write_upf(work / "runs.upf", [{"id": "a", "fate": "sleep"}])
+    args = ["--model", FAULTY, "--upf", "runs.upf", "--default-model", "defaults.txt", "--output", "out",
+            "--timeout", "1", "--no-report"]
+    first = launch("candle_mbo.upf", args, cwd=str(work), timeout=60)
+    assert first.returncode == 0, describe(first)
+    elsewhere = launch("candle_mbo.upf", ["--output", str(work / "out"), "--resume"], cwd=str(tmp_path), timeout=60)
+    assert elsewhere.returncode == 0, describe(elsewhere)
+
+
+def test_a_half_created_experiment_can_be_started_again(tmp_path):
+    out = tmp_path / "out"
+    (out / "inputs").mkdir(parents=True)
+    (out / "logs").mkdir()
+    (out / "runs").mkdir()
+    (out / ".lock").write_text("")
+    (out / "results.jsonl").write_text("")  # killed after creating its files, before its settings
+    refused = resume(tmp_path)
+    assert refused.returncode == 2 and "start it without --resume" in refused.stderr
+    result = upf(tmp_path, [{"id": "a"}])
+    assert result.returncode == 0, describe(result)
+    assert [r["run_id"] for r in read_records(out)] == ["a"]

@@ -1,0 +1,85 @@
+"""The search source and the dispatcher with simulated workers (bench/scale_sim.py's harness) and a
+pure-Python optimizer: budget met exactly, every master used and told everything, batched requests."""
+
+import logging
+import os
+import random
+import sys
+import time
+
+import pytest
+
+from candle_mbo.optimizer import Proposal
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+import scale_sim  # noqa: E402
+
+
+class BoxOptimizer:
+    """Random points in [0, 1]^2 behind the optimizer contract, remembering what it was told."""
+
+    def __init__(self, index):
+        self.index = index
+        self.next_id = 0
+        self.pending = {}
+        self.told = []
+        self.requests = []
+
+    def _proposal(self, rng, prop_type):
+        self.next_id += 1
+        x = {"x1": rng.random(), "x2": rng.random()}
+        proposal = Proposal(self.next_id, x, dict(x), prop_type, {})
+        self.pending[proposal.id] = proposal
+        return proposal
+
+    def design(self, n, seed):
+        rng = random.Random(seed)
+        return [self._proposal(rng, "initdesign") for _ in range(n)]
+
+    def propose(self, k, seed):
+        time.sleep(0.02)  # a proposal takes time: meanwhile workers free, so the next request asks for more
+        self.requests.append((k, len(self.pending)))
+        rng = random.Random(seed)
+        return [self._proposal(rng, "infill_cb") for _ in range(k)]
+
+    def tell(self, results):
+        for point, y in results:
+            if isinstance(point, Proposal):
+                self.pending.pop(point.id, None)
+            self.told.append(y)
+
+    def adopt(self, x):
+        self.next_id += 1
+        proposal = Proposal(self.next_id, x, x, "adopted", {})
+        self.pending[proposal.id] = proposal
+        return proposal
+
+    def discard(self, proposals):
+        for proposal in proposals:
+            self.pending.pop(proposal.id, None)
+
+    def restore(self, items):
+        self.told += [i["y"] for i in items]
+
+    def messages(self):
+        return []
+
+
+@pytest.mark.parametrize("workers, masters", [(8, 1), (64, 4)])
+def test_an_async_search_meets_its_budget_exactly_and_every_master_learns_everything(workers, masters):
+    made = []
+
+    def make(index):
+        made.append(BoxOptimizer(index))
+        return made[-1]
+
+    budget = workers * 3
+    result = scale_sim.simulate(workers, masters, 0.2, budget, "branin", 1, make, logging.getLogger("test"))
+    assert result["evaluations"] == budget
+    for optimizer in made:
+        assert len(optimizer.told) == budget  # every finished evaluation reached every master
+        assert not optimizer.pending  # and every running point was told or dropped
+    assert all(optimizer.requests for optimizer in made)  # every master proposed
+    batches = [k for optimizer in made for k, _ in optimizer.requests]
+    assert max(batches) > 1  # several points per proposal when several workers wait
+    assert 0.5 < result["utilization"] <= 1.0
