@@ -104,8 +104,8 @@ class SimMaster:
     def design(self, n, seed):
         return self._occupy(self.logic.design, n, seed)[0]
 
-    def restore(self, items):
-        self._occupy(self.logic.restore, items)
+    def restore(self, items, running_ids):
+        self._occupy(self.logic.restore, items, running_ids)
 
     def dispatched(self, items):
         self._occupy(self.logic.dispatched, items)

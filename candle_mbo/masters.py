@@ -12,7 +12,7 @@ Protocol between the dispatcher and an optimizer rank (after the rank's ``hello`
 
     dispatcher -> rank   ("optimize", settings)       build the optimizer
     rank -> dispatcher   ("optimizer-ready", info) | ("optimizer-error", message)
-    dispatcher -> rank   ("restore", items)           a resumed journal's finished evaluations
+    dispatcher -> rank   ("restore", (items, run_ids))   a resumed journal's tasks (Optimizer.restore)
     dispatcher -> rank   ("dispatched", [(run_id, origin, proposal_id, x), ...])   points now running
     dispatcher -> rank   ("tell", [(run_id, x, y), ...])                           finished evaluations
     dispatcher -> rank   ("discard", [proposal_id, ...])   own proposals that will never run
@@ -32,6 +32,7 @@ import threading
 import time
 import traceback
 
+from ._trace import trace
 from .transport import Backoff
 
 log = logging.getLogger("candle_mbo.masters")
@@ -63,8 +64,10 @@ class MasterLogic:
             out.append((proposal.id, proposal.x, proposal.params, proposal.prop_type, proposal.info))
         return out
 
-    def restore(self, items):
-        self.opt.restore(items)
+    def restore(self, items, running_ids):
+        """A resumed journal's tasks (see Optimizer.restore); the running ones keep their run ids."""
+        for run_id, proposal in zip(running_ids, self.opt.restore(items)):
+            self.running[run_id] = proposal
 
     def dispatched(self, items):
         """Points that are running now: own proposals get their run id, others are adopted as pending."""
@@ -168,7 +171,9 @@ class LocalMaster:
         started = time.monotonic()
 
         def work():
+            trace("propose-start", step, k)
             items = self.logic.propose(k, seed)
+            trace("propose-end", step, len(items))
             return items, time.monotonic() - started
 
         box, done = self.submit(work)
@@ -195,8 +200,8 @@ class LocalMaster:
     def design(self, n, seed):
         return self.call(self.logic.design, n, seed)
 
-    def restore(self, items):
-        self.call(self.logic.restore, items)
+    def restore(self, items, running_ids):
+        self.call(self.logic.restore, items, running_ids)
 
     def dispatched(self, items):
         self.post(self.logic.dispatched, items)
@@ -263,8 +268,8 @@ class RemoteMaster:
         answer, self._answer, self._request = self._answer, None, None
         return answer
 
-    def restore(self, items):
-        self.link.send(self.rank, ("restore", items))
+    def restore(self, items, running_ids):
+        self.link.send(self.rank, ("restore", (items, running_ids)))
 
     def dispatched(self, items):
         self.link.send(self.rank, ("dispatched", items))
@@ -293,7 +298,7 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
         link.send(master, ("optimizer-ready", {"rank": link.rank}))
     logic = MasterLogic(optimizer, settings["master_index"]) if optimizer is not None else None
     backoff = Backoff()
-    handlers = {"restore": "restore", "dispatched": "dispatched", "tell": "tell", "discard": "discard"}
+    handlers = {"dispatched": "dispatched", "tell": "tell", "discard": "discard"}
     while True:
         received = link.wait(3600.0, backoff, source=master)
         if received is None:
@@ -305,7 +310,9 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
         if logic is None:
             continue
         try:
-            if kind in handlers:
+            if kind == "restore":
+                logic.restore(*payload)
+            elif kind in handlers:
                 getattr(logic, handlers[kind])(payload)
             elif kind == "propose":
                 started = time.monotonic()

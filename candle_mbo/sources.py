@@ -141,45 +141,40 @@ class SearchSource(Source):
 
     # -- resume --------------------------------------------------------------------------------------
     def resume(self, replay):
+        """Give every master the journal's tasks (finished ones with their value, unfinished ones flagged
+        running: they become pending points) and return the unfinished ones, to run first."""
         self.next_number = replay.next_number
         self.finished_count = len(replay.records)
-        items = []
-        for record in replay.records:
-            entry = replay.entry_of(record) or {}
-            x = entry.get("x", record.get("x"))
-            step = entry.get("step", record.get("iteration")) or 0
-            items.append({"run_id": record["run_id"], "x": x, "y": objective_value(record), "step": step,
-                          "prop_type": entry.get("prop_type", record.get("prop_type")),
-                          "info": entry.get("info", record.get("proposal")) or {}})
-        steps = [i["step"] for i in items] + [e.get("step") or 0 for e in replay.dispatched.values()]
-        self.designed = bool(items or replay.unfinished)
-        self.step = max(steps, default=0) + 1
-        unfinished = [e for e in replay.unfinished if e.get("x") is not None]
-        held = []
-        if self.mode == "sync" and unfinished:
-            partial = unfinished[0].get("step") or 0
-            held = [i for i in items if i["step"] == partial]
-            items = [i for i in items if i["step"] != partial]
-            order = [e["run_id"] for e in replay.dispatched.values() if (e.get("step") or 0) == partial]
-            self.batch = {"step": partial, "order": order,
-                          "held": {i["run_id"]: (i["x"], i["y"]) for i in held}}
-            self.step = partial + 1
+        records = {r["run_id"]: r for r in replay.records}
+        items, running = [], []
+        for entry in replay.dispatched.values():  # dispatch order
+            if entry.get("x") is None:
+                continue
+            record = records.pop(entry["run_id"], None)
+            items.append({"x": entry["x"], "y": objective_value(record) if record else None,
+                          "step": entry.get("step") or 0, "prop_type": entry.get("prop_type"),
+                          "info": entry.get("info") or {}, "running": record is None})
+            if record is None:
+                running.append(entry)
+        for record in records.values():  # finished before the journal kept dispatched entries
+            if record.get("x") is not None:
+                items.insert(0, {"x": record["x"], "y": objective_value(record), "step": record.get("iteration") or 0,
+                                 "prop_type": record.get("prop_type"), "info": record.get("proposal") or {},
+                                 "running": False})
+        self.designed = bool(items)
+        self.step = max([i["step"] for i in items], default=0) + 1
         if items:
             for master in self.masters:
-                master.restore(items)
+                master.restore(items, [e["run_id"] for e in running])
         tasks = []
-        adopted = []
-        for entry in unfinished:
-            point = _Point(entry["run_id"], -1, (None, entry["x"], entry["params"], entry.get("prop_type"),
-                                                 entry.get("info") or {}), entry.get("step") or 0)
+        for entry in running:
+            point = _Point(entry["run_id"], entry.get("master", 0), (None, entry["x"], entry["params"],
+                                                                     entry.get("prop_type"), entry.get("info") or {}),
+                           entry.get("step") or 0)
             self.running[point.run_id] = point
-            adopted.append((point.run_id, -1, None, point.x))
-            task = point.task()
-            task.fields["master"] = entry.get("master", 0)
-            tasks.append(task)
-        if adopted:
-            for master in self.masters:
-                master.dispatched(adopted)
+            tasks.append(point.task())
+        if self.mode == "sync" and running:
+            self.batch = {"step": running[0].get("step") or 0, "order": [e["run_id"] for e in running], "held": {}}
         if replay.records or tasks:
             self.log.info("resume: %d finished evaluation%s given back to the optimizer; %d interrupted run%s "
                           "first, under their own ids; %d evaluations to go",

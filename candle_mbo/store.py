@@ -36,10 +36,14 @@ import yaml
 
 from . import journal
 from ._fileio import write_text_atomic
+from ._trace import trace
 from .errors import UsageError
 from .runner import dumps_record
 
 log = logging.getLogger("candle_mbo.store")
+
+_FAULT = os.environ.get("CANDLE_MBO_INJECT_FAULT", "")
+_SLOW_WRITE = float(_FAULT.split(":")[1]) if _FAULT.startswith("slow-write:") else 0.0
 
 FIXED_COLUMNS = ("run_id", "status", "objective", "duration_s", "worker", "started", "finished")
 ERROR_COLUMN = "error"
@@ -203,7 +207,14 @@ class Experiment:
     # -- recording -----------------------------------------------------------------------------
     def append(self, record):
         """Record one finished run: results.jsonl first (the truth, flushed now), then a results.csv row."""
-        self._write(dumps_record(record) + "\n")
+        line = dumps_record(record) + "\n"
+        if _SLOW_WRITE:  # the reliability tests' hook: a kill in the middle of writing a record
+            self._write(line[:len(line) // 2])
+            trace("writing", record["run_id"])
+            time.sleep(_SLOW_WRITE)
+            line = line[len(line) // 2:]
+        self._write(line)
+        trace("recorded", record["run_id"])
         self.records.append(record)
         if self._csv is not None:
             self._csv_writer.writerow(self._csv_row(record))

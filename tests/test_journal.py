@@ -1,11 +1,9 @@
 """The task journal (issue 11): signals, replay of interrupted runs from their own checkpoint, pinned inputs,
 options on resume, half-created experiments. UPF here; the HPO forms are in test_hpo_resume.py."""
 
-import json
 import os
 import shutil
 import signal
-import time
 
 import pytest
 

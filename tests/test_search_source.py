@@ -59,7 +59,8 @@ class BoxOptimizer:
             self.pending.pop(proposal.id, None)
 
     def restore(self, items):
-        self.told += [i["y"] for i in items]
+        self.told += [i["y"] for i in items if not i["running"]]
+        return [self.adopt(i["x"]) for i in items if i["running"]]
 
     def messages(self):
         return []
