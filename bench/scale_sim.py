@@ -212,13 +212,14 @@ class Quiet:
         pass
 
 
-def simulate(workers, masters, mean_run, budget, problem, seed, make_optimizer, log):
+def simulate(workers, masters, mean_run, budget, problem, seed, make_optimizer, log, mode="async", propose_points=None,
+             design=None):
     clock = Clock()
     rng = random.Random(seed)
     sims = [SimMaster(make_optimizer(index), index, clock) for index in range(masters)]
     pool = SimPool(workers, mean_run, clock, problem, sims, rng)
-    design = max(min(workers, budget), 2 * len(objective_dims(problem)))
-    settings = {"budget": budget, "design_size": design, "mode": "async", "propose_points": workers,
+    design = design or max(min(workers, budget), 2 * len(objective_dims(problem)))
+    settings = {"budget": budget, "design_size": design, "mode": mode, "propose_points": propose_points or workers,
                 "seed": seed, "objective": "val_loss", "maximize": False, "no_run_dirs": True}
     with tempfile.TemporaryDirectory(prefix="candle-mbo-sim-") as folder:
         experiment = Experiment(folder).open()

@@ -23,6 +23,7 @@ class BoxOptimizer:
         self.next_id = 0
         self.pending = {}
         self.told = []
+        self.told_ids = []
         self.requests = []
 
     def _proposal(self, rng, prop_type):
@@ -46,6 +47,7 @@ class BoxOptimizer:
         for point, y in results:
             if isinstance(point, Proposal):
                 self.pending.pop(point.id, None)
+                self.told_ids.append(point.id)
             self.told.append(y)
 
     def adopt(self, x):
@@ -84,3 +86,19 @@ def test_an_async_search_meets_its_budget_exactly_and_every_master_learns_everyt
     batches = [k for optimizer in made for k, _ in optimizer.requests]
     assert max(batches) > 1  # several points per proposal when several workers wait
     assert 0.5 < result["utilization"] <= 1.0
+
+
+def test_a_sync_search_tells_whole_batches_in_proposal_order():
+    made = []
+
+    def make(index):
+        made.append(BoxOptimizer(index))
+        return made[-1]
+
+    result = scale_sim.simulate(4, 1, 1.0, 15, "branin", 2, make, logging.getLogger("test"), mode="sync",
+                                propose_points=3, design=6)
+    assert result["evaluations"] == 15
+    optimizer = made[0]
+    assert [k for k, _ in optimizer.requests] == [3, 3, 3]  # 6 design + 3 + 3 + 3 = 15
+    assert all(pending == 0 for _, pending in optimizer.requests)  # nothing running when a batch is proposed
+    assert optimizer.told_ids == sorted(optimizer.told_ids)  # design, then each batch, in proposal order
