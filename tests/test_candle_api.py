@@ -11,7 +11,7 @@ import pytest
 
 import candle
 from candle import default_utils
-from candle_mbo._benchmark import ParameterError, coerce_value, parse_list_of_lists, run_context
+from candle_mbo.candle_api._benchmark import ParameterError, coerce_value, parse_list_of_lists, run_context
 
 
 @pytest.fixture
@@ -116,11 +116,12 @@ def test_store_true_is_refused_with_advice(bench_dir):
         make(bench_dir, "[Global_Params]\n", [{"name": "flag", "action": "store_true"}])
 
 
-def test_definition_without_name_or_type_is_refused(bench_dir):
+def test_definition_without_name_is_refused_without_type_accepted(bench_dir):
     with pytest.raises(ParameterError, match="no 'name'"):
         make(bench_dir, "[Global_Params]\n", [{"type": int}])
-    with pytest.raises(ParameterError, match="'size' has no 'type'"):
-        make(bench_dir, "[Global_Params]\n", [{"name": "size", "default": 3}])
+    assert make(bench_dir, "[Global_Params]\nsize = [1, 'a']\n", [{"name": "size", "default": 3}])["size"] == [1, "a"]
+    with pytest.raises(ParameterError, match="type=bool"):
+        make(bench_dir, "[Global_Params]\n", [{"name": "flag", "type": bool}])
 
 
 def test_required_names_every_missing_parameter(bench_dir):
