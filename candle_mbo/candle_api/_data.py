@@ -32,16 +32,17 @@ def scale_array(mat, scaling=None):
     mat = np.asarray(mat)
     if mat.dtype.kind != "f":
         mat = mat.astype(np.float64)
+    wide = mat.astype(np.float64)  # statistics in double precision, results in the data's precision
     with np.errstate(invalid="ignore", divide="ignore"):
         if scaling == "maxabs":
-            top = np.nanmax(np.abs(mat), axis=0)
-            return mat / np.where(top > 0, top, 1.0)
+            top = np.nanmax(np.abs(wide), axis=0)
+            return (wide / np.where(top > 0, top, 1.0)).astype(mat.dtype)
         if scaling == "minmax":
-            low, high = np.nanmin(mat, axis=0), np.nanmax(mat, axis=0)
+            low, high = np.nanmin(wide, axis=0), np.nanmax(wide, axis=0)
             span = high - low
-            return (mat - low) / np.where(span > 0, span, 1.0)
-        mean, std = np.nanmean(mat, axis=0), np.nanstd(mat, axis=0)
-        return (mat - mean) / np.where(std > 0, std, 1.0)
+            return ((wide - low) / np.where(span > 0, span, 1.0)).astype(mat.dtype)
+        mean, std = np.nanmean(wide, axis=0), np.nanstd(wide, axis=0)
+        return ((wide - mean) / np.where(std > 0, std, 1.0)).astype(mat.dtype)
 
 
 def load_Xy_data_noheader(train_file, test_file, classes, usecols=None, scaling=None,  # noqa: N802
