@@ -429,3 +429,19 @@ def test_definitions_without_default_keep_argparse_suppress_out(data_dir, tmp_pa
         {"name": "absent", "type": float, "default": argparse.SUPPRESS}, {"name": "none", "default": None},
         {"name": "typed_text_default", "type": int, "default": "5"}]))
     assert "absent" not in params and params["none"] is None and params["typed_text_default"] == 5
+
+
+def test_run_values_follow_the_shape_the_benchmark_resolved(data_dir, monkeypatch):
+    """NT3's pool is declared as one int but defaults to a list its code indexes; P3B1's feature_names is
+    declared nargs='+' but defaults to one string its code splits. Run values keep those shapes."""
+    nt3 = load_baseline("nt3", monkeypatch)
+    with run_context({"pool": 4, "output_dir": os.path.join(data_dir, "r1")}) as context:
+        params = nt3.initialize_parameters()
+    assert params["pool"] == [4] and context["definitions"]["pool"]["nargs"] == "+"
+    p3b1 = load_baseline("p3b1", monkeypatch)
+    with run_context({"feature_names": "Primary site:Histological grade:Stage",
+                      "output_dir": os.path.join(data_dir, "r2")}) as context:
+        params = p3b1.initialize_parameters()
+    assert params["feature_names"] == "Primary site:Histological grade:Stage"
+    assert coerce_value(context["definitions"]["feature_names"], "a b:c") == "a b:c"  # the runner's second pass
+    p3b1.run(params)

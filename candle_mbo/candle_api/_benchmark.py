@@ -54,7 +54,8 @@ def run_context(overrides, config_file=None):
 
     Used by the runner, so that ``initialize_parameters()`` already sees the run's hyperparameters and
     output directory, and a parameter listed in ``required`` may be supplied by the search space.
-    ``context["definitions"]`` holds the benchmark's definitions by name once it has been parsed.
+    Once the benchmark is parsed, ``context["definitions"]`` holds by name the definition each run value
+    is coerced with (see ``shaped_like``): the runner coerces its values again with them.
     """
     global _run_context
     previous = _run_context
@@ -189,6 +190,37 @@ def _whole(value):
             raise ValueError("%r is not a whole number" % value)
         return int(value)
     return int(value)
+
+
+def shaped_like(definition, value):
+    """The definition a run value for this parameter is coerced with: the benchmark's own, except where the
+    value the benchmark resolved (its default, the defaults file) has another shape.
+
+    NT3 declares ``pool`` as one int (a common parameter) but its defaults file gives a list, which its
+    code indexes: a run's ``pool: 4`` then becomes ``[4]``. P3B1 declares ``feature_names`` with
+    ``nargs='+'`` but its file gives one string, which its code splits: a run's string stays a string.
+    """
+    if definition is None or definition.get("action") in ("list-of-lists", ListOfListsAction):
+        return definition
+    if isinstance(value, list) and not is_list_definition(definition):
+        return dict(definition, nargs="+")
+    if isinstance(value, str) and is_list_definition(definition):
+        scalar = {k: v for k, v in definition.items() if k != "nargs"}
+        if isinstance(scalar.get("default"), (list, tuple)):
+            del scalar["default"]
+        return scalar
+    return definition
+
+
+def implied_definition(name, current):
+    """How to coerce a run value for a parameter no definition declares: like its current value."""
+    if isinstance(current, list):
+        return {"name": name, "default": current}
+    if isinstance(current, bool):
+        return {"name": name, "type": str2bool}
+    if isinstance(current, (int, float)):
+        return {"name": name, "type": type(current)}
+    return None
 
 
 def literal(text):
@@ -520,8 +552,12 @@ def finalize_parameters(bmk):
     params = {name: definition_value(d) for name, d in definitions.items() if has_default(d)}
     params.update(file_values)
     params.update(cli)
+    coercion = {name: shaped_like(d, params.get(name)) for name, d in definitions.items()}
+    if _run_context is not None:
+        _run_context["definitions"] = coercion
     for name, value in overrides.items():
-        params[name] = coerce_value(definitions.get(name), value, "run parameter ")
+        definition = coercion.get(name) or implied_definition(name, params.get(name))
+        params[name] = coerce_value(definition, value, "run parameter ")
     for name, value in ALWAYS_PRESENT.items():
         params.setdefault(name, value)
     params["data_type"] = _dtype(params["data_type"])
