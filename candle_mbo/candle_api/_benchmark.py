@@ -22,7 +22,7 @@ default) and of an ``action`` definition with a default are honoured here, candl
 ``data_dir`` is ``$CANDLE_DATA_DIR/<model_name>/Data`` and ``output_dir`` is
 ``$CANDLE_OUTPUT_DIR|$CANDLE_DATA_DIR/<model_name>/<output_dir or Output>/<experiment_id>/<run_id>``, as
 in candle_lib; with ``CANDLE_DATA_DIR`` unset (candle_lib refuses to run) the current directory stands
-in. A run context's ``output_dir`` is used as given.
+in (and ``data_dir`` is then not created). A run context's ``output_dir`` is used as given.
 """
 
 import argparse
@@ -596,9 +596,10 @@ def _fill_directories(params, bmk, overrides):
         params["output_dir"] = os.path.abspath(os.path.join(
             base, model, str(params.get("output_dir") or "Output"), str(params["experiment_id"]),
             str(params["run_id"])))
-    for folder in (params["data_dir"], params["output_dir"]):
-        if isinstance(folder, str):
-            os.makedirs(folder, exist_ok=True)
+    os.makedirs(params["output_dir"], exist_ok=True)
+    if os.environ.get("CANDLE_DATA_DIR") and isinstance(params["data_dir"], str):
+        # created under CANDLE_DATA_DIR, as candle_lib does; not in whatever folder a script runs from
+        os.makedirs(params["data_dir"], exist_ok=True)
 
 
 def create_params(file_path=None, default_model=None, framework=None, prog_name=None, desc=None,
