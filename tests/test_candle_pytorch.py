@@ -102,14 +102,14 @@ TRAIN = textwrap.dedent('''
     import torch
     import candle
 
-    def train(folder, epochs, kill_at=None, extra=""):
+    def train(folder, epochs, kill_at=None, extra="", run_id="RUN000"):
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "d.txt"), "w") as handle:
             # the first section wins where both set a name, so `extra` overrides the settings after it
             handle.write("[Global_Params]\\n%s\\n[Defaults]\\nmodel_name = 'tiny'\\nepochs = %d\\n"
                          "ckpt_save_interval = 1\\nckpt_keep_limit = 2\\n" % (extra, epochs))
         sys.argv = ["train"]
-        with candle._benchmark.run_context({"output_dir": os.path.join(folder, "out")}):
+        with candle._benchmark.run_context({"output_dir": os.path.join(folder, "out"), "run_id": run_id}):
             params = candle.finalize_parameters(candle.Benchmark(folder, "d.txt", "pytorch"))
         torch.manual_seed(0)
         x = torch.randn(64, 4)
@@ -204,3 +204,14 @@ def test_a_checkpointer_per_run_keeps_logs_apart(trainer, tmp_path):
     log_a = (tmp_path / "a" / "out" / "ckpts" / "ckpt.log").read_text()
     log_b = (tmp_path / "b" / "out" / "ckpts" / "ckpt.log").read_text()
     assert str(tmp_path / "b") not in log_a and str(tmp_path / "b") in log_b
+
+
+def test_another_runs_checkpoint_is_not_restarted(trainer, tmp_path):
+    """Runs sharing a folder (a workflow without per-run folders) never continue each other's training."""
+    trainer.train(str(tmp_path / "shared"), 2, run_id="r1")
+    start, done, _, _ = trainer.train(str(tmp_path / "shared"), 3, run_id="r2")
+    assert (start, done) == (0, [1, 2, 3])
+    start, done, _, _ = trainer.train(str(tmp_path / "shared"), 4, run_id="r2")
+    assert (start, done) == (3, [4])  # its own checkpoint: continues
+    with pytest.raises(RuntimeError, match="belongs to run r2"):
+        trainer.train(str(tmp_path / "shared"), 4, run_id="r3", extra="ckpt_restart_mode = 'required'\n")

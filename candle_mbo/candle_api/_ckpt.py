@@ -17,6 +17,8 @@ best; older ones of this run are deleted), ``ckpt_checksum``, ``ckpt_directory``
 Written to survive a kill at any moment: a checkpoint is written into ``work/`` and renamed into
 ``epochs/`` when complete, and the ``last``/``best`` links are replaced atomically, so ``last`` always
 names a complete checkpoint. Restarting after a kill continues from the epoch after the last one saved.
+A checkpoint records its ``run_id``; a run with another ``run_id`` (folders shared between runs) does not
+restart from it. candle_lib's checkpoints, which have no ``run_id``, restart as before.
 """
 
 import json
@@ -203,7 +205,7 @@ class CandleCkpt:
         info = {"epoch": epoch, "save_best_metric": self.save_best_metric,
                 "best_metric_last": self.best_metric_last, "model_file": MODEL_FILE,
                 "checksum": self.cksum_model, "timestamp": now.strftime("%Y-%m-%d %H:%M:%S"),
-                "time_elapsed": elapsed, "metadata": self.metadata}
+                "time_elapsed": elapsed, "metadata": self.metadata, "run_id": self.gParams.get("run_id")}
         with open(jsonfile, "w") as handle:
             json.dump(info, handle)
             handle.write("\n")
@@ -270,6 +272,14 @@ class CandleCkpt:
                 raise RuntimeError("ckpt_restart_mode is 'required' but there is no checkpoint at %s" % model_file)
             return None
         info = self.restart_json(last)
+        owner, current = info.get("run_id"), self.gParams.get("run_id")
+        if owner is not None and current is not None and str(owner) != str(current):
+            # a folder shared by several runs (e.g. a workflow without per-run folders): another run's state
+            message = "the checkpoint in %s belongs to run %s, not to this run (%s)" % (last, owner, current)
+            if mode == "required":
+                raise RuntimeError("ckpt_restart_mode is 'required' but " + message)
+            self.info(message + "; starting from scratch")
+            return None
         started = time.time()
         self.build_model(model_file)
         self.info("restarted from epoch %i (saved %s) in %0.3f s"
