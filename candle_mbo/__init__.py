@@ -1,7 +1,7 @@
 """candle_mbo: hyperparameter optimization of CANDLE-compliant models with mlrMBO, over MPI.
 
 Entry points: ``python -m candle_mbo`` (HPO with mlrMBO) and ``python -m candle_mbo.upf`` (a fixed
-list of parameter sets). User code imports ``candle`` (see :mod:`candle_mbo.compat`).
+list of parameter sets). User code imports ``candle`` (see :mod:`candle_mbo.candle_api`).
 """
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ import pytest
 
 import candle
 from candle import default_utils
-from candle_mbo._benchmark import ParameterError, coerce_value, parse_list_of_lists, run_context
+from candle_mbo.candle_api._benchmark import ParameterError, coerce_value, parse_list_of_lists, run_context
 
 
 @pytest.fixture
@@ -116,11 +116,12 @@ def test_store_true_is_refused_with_advice(bench_dir):
         make(bench_dir, "[Global_Params]\n", [{"name": "flag", "action": "store_true"}])
 
 
-def test_definition_without_name_or_type_is_refused(bench_dir):
+def test_definition_without_name_is_refused_without_type_accepted(bench_dir):
     with pytest.raises(ParameterError, match="no 'name'"):
         make(bench_dir, "[Global_Params]\n", [{"type": int}])
-    with pytest.raises(ParameterError, match="'size' has no 'type'"):
-        make(bench_dir, "[Global_Params]\n", [{"name": "size", "default": 3}])
+    assert make(bench_dir, "[Global_Params]\nsize = [1, 'a']\n", [{"name": "size", "default": 3}])["size"] == [1, "a"]
+    with pytest.raises(ParameterError, match="type=bool"):
+        make(bench_dir, "[Global_Params]\n", [{"name": "flag", "type": bool}])
 
 
 def test_required_names_every_missing_parameter(bench_dir):
@@ -280,3 +281,27 @@ def test_import_candle_needs_no_framework():
     code = "import sys, candle; assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_user_guide_table_matches_what_candle_provides():
+    from candle_mbo.candle_api import _catalog
+
+    guide = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "user-guide.md")
+    text = open(guide, encoding="utf-8").read()
+    table = text[text.index("| candle_lib name | here |"):]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        if not line.startswith("| `"):
+            break
+        name, status = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[name.strip("`")] = status
+    tensorflow = {n for n, s in rows.items() if s == "needs TensorFlow"}
+    missing = {n for n, s in rows.items() if s == "use candle_lib"}
+    provided = {n for n, s in rows.items() if s.startswith("provided here")}
+    assert len(rows) == len(tensorflow) + len(missing) + len(provided)
+    assert tensorflow == set(_catalog.LAZY_TENSORFLOW) and missing == set(_catalog.CANDLE_LIB_ONLY)
+    assert provided == set(candle.__all__) - {"ParameterError", "parse_list_of_lists", "coerce_value",
+                                              "COMMON_DEFINITIONS", "DEFAULT_SEED", "DEFAULT_TIMEOUT"} \
+        | set(_catalog.LAZY) | set(_catalog.LAZY_PYTORCH)
+    for name in provided:
+        assert getattr(candle, name) is not None

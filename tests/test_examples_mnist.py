@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import candle
-from candle_mbo import _benchmark
+from candle_mbo.candle_api import _benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "mnist"

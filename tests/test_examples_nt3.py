@@ -129,3 +129,23 @@ def test_bad_conv_is_a_clear_error(nt3):
         nt3.run(dict(params, conv=[16, 5]))
     with pytest.raises(ValueError, match="kernel length"):
         nt3.run(dict(params, conv=[4, 200, 1]))
+
+
+def test_checkpoints_and_a_rerun_continues_where_it_stopped(nt3, tmp_path):
+    """The example checkpoints with CandleCkptPyTorch; run again in the same folder (a resumed experiment
+    re-running an unfinished run) it continues after the last saved epoch instead of starting over."""
+    params = dict(nt3.initialize_parameters(), n_samples=80, feature_length=200, epochs=2,
+                  output_dir=str(tmp_path / "run"))
+    os.makedirs(params["output_dir"])
+    first = nt3.run(dict(params, ckpt_directory=None)).history
+    assert len(first["val_loss"]) == 2
+    ckpts = tmp_path / "run" / "ckpts"
+    assert os.readlink(ckpts / "last") == os.path.join("epochs", "002")
+    second = nt3.run(dict(params, epochs=4, ckpt_directory=None)).history
+    assert len(second["val_loss"]) == 2  # epochs 3 and 4 only
+    lines = (tmp_path / "run" / "training.log").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["epoch", "1", "2", "3", "4"]
+    assert "restarting from the checkpoint of epoch 2" in (tmp_path / "run" / "nt3.log").read_text()
+    third = nt3.run(dict(params, epochs=1, ckpt_directory=None, ckpt_restart_mode="off",
+                         output_dir=str(tmp_path / "run"))).history
+    assert len(third["val_loss"]) == 1  # off: starts over

@@ -8,12 +8,19 @@ a few localized bumps at class-specific (slightly jittered) positions -- the pat
 finds and a linear model on raw features finds less easily. With the defaults one run takes a few
 seconds on one CPU core and reports a Keras-style history (loss, acc, val_loss, val_acc per epoch).
 
+It uses candle_lib's PyTorch API as the real PyTorch benchmarks do: ``build_pytorch_optimizer`` builds the
+optimizer, ``set_up_logger`` sends the progress to ``<output_dir>/nt3.log`` and stdout, and
+``CandleCkptPyTorch`` saves a checkpoint after each epoch (``ckpt_save_interval``) into
+``<output_dir>/ckpts``; a run started again in the same folder (a resumed experiment) continues after
+the last epoch saved instead of starting over (``ckpt_restart_mode = 'off'`` turns that off).
+
 Run it alone:   python examples/nt3/nt3_baseline_pytorch.py -e 2
 Fixed list:     python -m candle_mbo.upf --model examples/nt3/nt3_baseline_pytorch.py --upf upf/nt3.upf
 Search it:      python -m candle_mbo --model examples/nt3/nt3_baseline_pytorch.py --space examples/nt3/space.R
 """
 
 import csv
+import logging
 import os
 import time
 
@@ -25,8 +32,8 @@ import nt3
 
 ACTIVATIONS = {"relu": torch.nn.ReLU, "elu": torch.nn.ELU, "selu": torch.nn.SELU, "tanh": torch.nn.Tanh,
                "sigmoid": torch.nn.Sigmoid, "leaky_relu": torch.nn.LeakyReLU, "gelu": torch.nn.GELU}
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-              "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax", "nadam")
+logger = logging.getLogger("nt3")
 # Keras' name (CANDLE's NT3 uses categorical_crossentropy) and torch's name for the same loss.
 CROSS_ENTROPY = ("cross_entropy", "categorical_crossentropy", "crossentropy")
 
@@ -210,13 +217,15 @@ class NT3Net(torch.nn.Module):
 
 
 def build_optimizer(params, model):
+    """candle.build_pytorch_optimizer with Keras' defaults, this run's momentum and weight decay."""
     name = str(params["optimizer"]).lower()
     if name not in OPTIMIZERS:
         raise ValueError("unknown optimizer %r; choose one of %s" % (params["optimizer"], ", ".join(OPTIMIZERS)))
-    options = {"lr": float(params["learning_rate"]), "weight_decay": float(params.get("weight_decay") or 0.0)}
-    if name == "sgd":
-        options["momentum"] = float(params.get("momentum") or 0.0)
-    return OPTIMIZERS[name](model.parameters(), **options)
+    defaults = dict(candle.keras_default_config(), momentum_sgd=float(params.get("momentum") or 0.0))
+    optimizer = candle.build_pytorch_optimizer(model, name, float(params["learning_rate"]), defaults)
+    for group in optimizer.param_groups:
+        group["weight_decay"] = float(params.get("weight_decay") or 0.0)
+    return optimizer
 
 
 def evaluate(model, loss_fn, x, y, batch):
@@ -236,6 +245,7 @@ def evaluate(model, loss_fn, x, y, batch):
 def run(params):
     candle.set_parallelism_threads()
     candle.set_seed(params["rng_seed"])
+    candle.set_up_logger(os.path.join(params["output_dir"], "nt3.log"), logger, params.get("verbose", False))
     if str(params["loss"]).lower() not in CROSS_ENTROPY:
         raise ValueError("loss %r is not supported; NT3 is trained with cross_entropy" % params["loss"])
     if str(params["out_activation"]).lower() != "softmax":
@@ -252,13 +262,21 @@ def run(params):
         raise ValueError("batch_size = %d; expected at least 1" % batch)
     timeout = float(params.get("timeout") or -1)
 
+    ckpt = candle.CandleCkptPyTorch(params, verbose=False)
+    ckpt.set_model({"model": model, "optimizer": optimizer})
+    restarted = ckpt.restart(model)
+    first_epoch = restarted["epoch"] if restarted else 0
+    if restarted:
+        logger.info("restarting from the checkpoint of epoch %d", first_epoch)
+
     history = History()
     log_path = os.path.join(params["output_dir"], "training.log")
-    with open(log_path, "w", newline="") as handle:
+    with open(log_path, "a" if restarted else "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["epoch", "loss", "acc", "val_loss", "val_acc", "seconds"])
+        if not restarted:
+            writer.writerow(["epoch", "loss", "acc", "val_loss", "val_acc", "seconds"])
         started = time.time()
-        for epoch in range(int(params["epochs"])):
+        for epoch in range(first_epoch, int(params["epochs"])):
             epoch_start = time.time()
             model.train()
             order = torch.randperm(len(y_train))
@@ -279,13 +297,16 @@ def run(params):
                 history.history[key].append(value)
             writer.writerow([epoch + 1] + ["%.6g" % v for v in row])
             handle.flush()
-            print("epoch %d/%d: loss %.4f acc %.3f val_loss %.4f val_acc %.3f (%.2f s)"
-                  % (epoch + 1, int(params["epochs"]), row[0], row[1], val_loss, val_acc, seconds), flush=True)
+            ckpt.ckpt_epoch(epoch, val_loss)
+            logger.info("epoch %d/%d: loss %.4f acc %.3f val_loss %.4f val_acc %.3f (%.2f s)",
+                        epoch + 1, int(params["epochs"]), row[0], row[1], val_loss, val_acc, seconds)
             if 0 < timeout < time.time() - started:  # CANDLE's TerminateOnTimeOut: stop after this epoch
-                print("timeout of %g s reached; training stopped after epoch %d" % (timeout, epoch + 1))
+                logger.info("timeout of %g s reached; training stopped after epoch %d", timeout, epoch + 1)
                 break
+    ckpt.report_final()
     if history.history["val_loss"]:
-        print("final val_loss %.4f val_acc %.3f" % (history.history["val_loss"][-1], history.history["val_acc"][-1]))
+        logger.info("final val_loss %.4f val_acc %.3f", history.history["val_loss"][-1],
+                    history.history["val_acc"][-1])
     return history
 
 

@@ -6,14 +6,11 @@ machine without TensorFlow or torch, and a worker must not pay for frameworks th
 
 import argparse
 import hashlib
+import logging
 import os
 import random
 import shutil
 import sys
-import tarfile
-import urllib.error
-import urllib.request
-import zipfile
 
 _TRUE = ("yes", "true", "t", "y", "1")
 _FALSE = ("no", "false", "f", "n", "0")
@@ -56,6 +53,31 @@ def verify_path(path):
         os.makedirs(folder, exist_ok=True)
 
 
+def set_up_logger(logfile, logger, verbose=False, fmt_line="[%(asctime)s %(process)d] %(message)s",
+                  fmt_date="%Y-%m-%d %H:%M:%S"):
+    """Send ``logger``'s records to ``logfile`` (all levels) and to stdout (INFO, or DEBUG if ``verbose``).
+
+    candle_lib's behaviour, with one fix for resident runners, where a benchmark calls this once per
+    run in the same process: handlers added by an earlier call for the same logger are closed and
+    replaced, so a run's log lines never land in an earlier run's file or print twice.
+    """
+    verify_path(logfile)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_candle_set_up_logger", False):
+            logger.removeHandler(handler)
+            handler.close()
+    to_file = logging.FileHandler(logfile)
+    to_file.setFormatter(logging.Formatter(fmt_line, datefmt=fmt_date))
+    to_file.setLevel(logging.DEBUG)
+    to_stdout = logging.StreamHandler(sys.stdout)
+    to_stdout.setFormatter(logging.Formatter(""))
+    to_stdout.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in (to_file, to_stdout):
+        handler._candle_set_up_logger = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
 def data_dir():
     """Where downloaded data is cached: ``$CANDLE_DATA_DIR``, or the current directory when unset."""
     return os.environ.get("CANDLE_DATA_DIR") or os.getcwd()
@@ -69,7 +91,15 @@ def _md5(path):
     return digest.hexdigest()
 
 
+def validate_file(fpath, md5_hash):
+    """True when the file at ``fpath`` has the MD5 digest ``md5_hash`` (candle_lib's API)."""
+    return _md5(fpath) == str(md5_hash)
+
+
 def _unpack(archive, into):
+    import tarfile
+    import zipfile
+
     if tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tar:
             for member in tar.getmembers():
@@ -89,15 +119,23 @@ def _unpack(archive, into):
     return False
 
 
+_AUTO_UNPACK = (".tar.gz", ".tgz", ".zip")  # candle_lib unpacks these whatever ``unpack`` says
+
+
 def get_file(fname, origin, unpack=False, md5_hash=None, cache_subdir="common", datadir=None, untar=False):
     """Return the local path of ``fname``, downloading it from ``origin`` into the cache if missing.
 
     The cache is ``<datadir or CANDLE_DATA_DIR or cwd>/<cache_subdir>/``. A file already there is used
     without any network access (so clusters without internet work once the data is staged). With
-    ``unpack``/``untar`` the archive is extracted next to it and the extracted path is returned.
+    ``unpack``/``untar``, and for names ending in .tar.gz, .tgz or .zip (as candle_lib does), the archive
+    is extracted next to it and the extracted path is returned.
     Offline, the error says where to put the file by hand.
+
+    Several workers may ask for the same file at once (one data folder per job): a lock file beside it
+    lets one download and unpack while the others wait, and the download goes through a private
+    partial file renamed into place, so nobody ever reads half a file.
     """
-    unpack = unpack or untar
+    unpack = unpack or untar or fname.endswith(_AUTO_UNPACK)
     base = datadir or data_dir()
     folder = os.path.join(base, cache_subdir) if cache_subdir else base
     os.makedirs(folder, exist_ok=True)
@@ -112,35 +150,75 @@ def get_file(fname, origin, unpack=False, md5_hash=None, cache_subdir="common", 
         untar_target = os.path.join(folder, stem)
         if os.path.exists(untar_target):
             return untar_target
+    elif os.path.exists(fpath) and not md5_hash:
+        return fpath
 
-    if os.path.exists(fpath) and md5_hash and _md5(fpath) != md5_hash:
-        print("get_file: %s fails its md5 check; downloading it again" % fpath, file=sys.stderr)
-        os.remove(fpath)
-    if not os.path.exists(fpath):
-        partial = fpath + ".part"
-        try:
-            with urllib.request.urlopen(origin, timeout=60) as response, open(partial, "wb") as out:
-                shutil.copyfileobj(response, out)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            if os.path.exists(partial):
-                os.remove(partial)
-            reason = getattr(exc, "reason", exc)
-            raise OSError(
-                "could not download %s (%s); to work offline, place the file at %s" % (origin, reason, fpath)
-            ) from None
-        os.replace(partial, fpath)
-        if md5_hash and _md5(fpath) != md5_hash:
+    with _exclusive(fpath + ".lock"):
+        if untar_target and os.path.exists(untar_target):
+            return untar_target  # another worker unpacked it while we waited
+        if os.path.exists(fpath) and md5_hash and _md5(fpath) != md5_hash:
+            print("get_file: %s fails its md5 check; downloading it again" % fpath, file=sys.stderr)
             os.remove(fpath)
-            raise OSError("downloaded %s does not match md5 %s; removed it" % (origin, md5_hash))
-    if unpack:
-        if not _unpack(fpath, folder):
-            raise OSError("%s is neither a tar nor a zip archive; cannot unpack it" % fpath)
-        return untar_target if os.path.exists(untar_target) else folder
+        if not os.path.exists(fpath):
+            _download(origin, fpath, md5_hash)
+        if unpack:
+            if not _unpack(fpath, folder):
+                raise OSError("%s is neither a tar nor a zip archive; cannot unpack it" % fpath)
+            return untar_target if os.path.exists(untar_target) else folder
     return fpath
 
 
+def _download(origin, fpath, md5_hash):
+    import urllib.error
+    import urllib.request
+
+    partial = "%s.part-%d" % (fpath, os.getpid())
+    try:
+        with urllib.request.urlopen(origin, timeout=60) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        if os.path.exists(partial):
+            os.remove(partial)
+        reason = getattr(exc, "reason", exc)
+        raise OSError(
+            "could not download %s (%s); to work offline, place the file at %s" % (origin, reason, fpath)
+        ) from None
+    if md5_hash and _md5(partial) != md5_hash:
+        os.remove(partial)
+        raise OSError("downloaded %s does not match md5 %s; removed it" % (origin, md5_hash))
+    os.replace(partial, fpath)
+
+
+class _exclusive:
+    """An advisory lock on ``path`` (flock); a no-op where the file system does not support locks."""
+
+    def __init__(self, path):
+        self.path = path
+        self.handle = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+
+            self.handle = open(self.path, "a")
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            if self.handle is not None:
+                self.handle.close()
+            self.handle = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()  # closing releases the lock
+
+
 def fetch_file(link, subdir, unpack=False, md5_hash=None, untar=False):
-    """Download ``link`` into ``<CANDLE_DATA_DIR>/<subdir>/`` unless cached; return the local path."""
+    """Download ``link`` into ``<CANDLE_DATA_DIR>/<subdir>/`` unless cached; return the local path.
+
+    With ``CANDLE_DATA_DIR`` unset the current directory stands in (candle_lib refuses); candle_mbo's
+    workers set it to one folder per experiment, so a download happens once per job, not per run.
+    """
     return get_file(os.path.basename(link), origin=link, unpack=unpack or untar, md5_hash=md5_hash,
                     cache_subdir=subdir)
 
@@ -226,3 +304,44 @@ def set_parallelism_threads():
         # Only the intra-op pool: torch aborts the whole process (not an exception) when the inter-op
         # pool is resized after any parallel work, which a resident runner cannot rule out.
         torch.set_num_threads(intra)
+
+
+_CLR_KEYS = ("clr_mode", "clr_base_lr", "clr_max_lr", "clr_gamma")
+
+
+def clr_check_args(args):
+    """True when ``args`` holds every cyclic-learning-rate setting (clr_mode, clr_base_lr, clr_max_lr,
+    clr_gamma)."""
+    return all(key in args for key in _CLR_KEYS)
+
+
+def clr_set_args(args):
+    """The keyword arguments of ``clr_callback`` from ``args`` (mode None when incomplete).
+
+    A complete setting turns off ``warmup_lr`` and ``reduce_lr`` in ``args``, which conflict with it.
+    """
+    if clr_check_args(args) and args["clr_mode"] is not None:
+        for key in ("warmup_lr", "reduce_lr"):
+            if args.get(key) is True:
+                print("cyclic learning rate: %s conflicts with it, set to False" % key)
+                args[key] = False
+        return {"mode": args["clr_mode"], "base_lr": args["clr_base_lr"], "max_lr": args["clr_max_lr"],
+                "gamma": args["clr_gamma"]}
+    print("incomplete cyclic learning rate settings: running without")
+    return {"mode": None, "base_lr": 0.1, "max_lr": 0.1, "gamma": 0.1}
+
+
+def set_default_data_dir(experiment_dir):
+    """Give a job one data folder: set ``CANDLE_DATA_DIR`` to ``<experiment_dir>/data`` unless the user set it.
+
+    Called by candle_mbo in every process of a workflow before models run (runner subprocesses inherit
+    the environment), so that every run of a benchmark has the same ``data_dir``
+    (``$CANDLE_DATA_DIR/<model_name>/Data``) and downloads (``fetch_file``/``get_file``) land there once
+    instead of once per run folder. Returns the folder in effect (created if needed).
+    """
+    folder = os.environ.get("CANDLE_DATA_DIR")
+    if not folder:
+        folder = os.path.join(os.path.abspath(str(experiment_dir)), "data")
+        os.environ["CANDLE_DATA_DIR"] = folder
+    os.makedirs(folder, exist_ok=True)
+    return folder

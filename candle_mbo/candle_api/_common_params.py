@@ -1,8 +1,12 @@
-"""The parameters every CANDLE benchmark understands, with CANDLE's names, types and short flags.
+"""The parameters every CANDLE benchmark understands, with candle_lib's names, types, defaults and flags.
 
 A benchmark's ``additional_definitions`` entry with the same name replaces the one here. Definitions
 without a ``default`` key contribute nothing unless a defaults file or the command line sets them, as in
-CANDLE; the few keys every parameter dict must hold are in ``ALWAYS_PRESENT``.
+candle_lib; those with one (``train_bool``, ``verbose``, the ``ckpt_*`` family...) are always in the
+parameter dict. ``ALWAYS_PRESENT`` holds what candle_lib adds after parsing when nothing set it.
+
+One deliberate difference: ``rng_seed`` is an int on the command line (candle_lib reads it as a float,
+which ``numpy.random.seed`` then refuses).
 """
 
 from ._helpers import str2bool
@@ -80,33 +84,32 @@ COMMON_DEFINITIONS = [
     _p("clr_base_lr", float, "cyclic learning rate: base"),
     _p("clr_max_lr", float, "cyclic learning rate: maximum"),
     _p("clr_gamma", float, "cyclic learning rate: gamma"),
-    # checkpointing
+    # checkpointing (see CandleCkptPyTorch / CandleCkptKeras)
     _p("ckpt_restart_mode", str, "restart from a checkpoint", default="auto",
        choices=["off", "auto", "required"]),
     _p("ckpt_checksum", str2bool, "checksum checkpoints after writing and reading", default=False),
     _p("ckpt_skip_epochs", int, "epochs before the first checkpoint", default=0),
-    _p("ckpt_directory", str, "where checkpoints go", default=None),
+    _p("ckpt_directory", str, "where checkpoints go (default: <output_dir>/ckpts)", default=None),
     _p("ckpt_save_best", str2bool, "keep the best model", default=True),
     _p("ckpt_save_best_metric", str, "metric that decides the best model", default="val_loss"),
     _p("ckpt_save_weights_only", str2bool, "save weights only", default=False),
     _p("ckpt_save_interval", int, "epochs between checkpoints (0: none)", default=0),
     _p("ckpt_keep_mode", str, "which checkpoints to keep", default="linear",
        choices=["linear", "exponential"]),
-    _p("ckpt_keep_limit", int, "most checkpoints kept", default=1000000),
+    _p("ckpt_keep_limit", int, "most checkpoints kept, besides the best one", default=5),
+    # reserved so that a benchmark runs inside Jupyter, which passes -f <kernel file>
+    _p("jupyter", str, "reserved for Jupyter's -f option", abv="f"),
 ]
 
 COMMON_NAMES = frozenset(d["name"] for d in COMMON_DEFINITIONS)
 
 # Filled in by finalize_parameters when neither a definition, the defaults file nor the command line
-# gave a value. output_dir is derived there (it depends on experiment_id and run_id).
+# gave a value (candle_lib adds rng_seed, timeout and data_type the same way). output_dir and data_dir
+# are derived there.
 ALWAYS_PRESENT = {
     "rng_seed": DEFAULT_SEED,
     "timeout": DEFAULT_TIMEOUT,
     "experiment_id": "EXP000",
     "run_id": "RUN000",
     "data_type": "f32",
-    "train_bool": True,
-    "verbose": False,
-    "shuffle": False,
-    "profiling": False,
 }
