@@ -29,10 +29,12 @@ import ctypes
 import os
 import pickle
 import select
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 from .runner import Runner, _one_line, write_run_result
@@ -424,7 +426,12 @@ def probe_model(config, log_path=None):
     This is how the master checks a model before anything runs, without loading the model (and its
     framework) into the master process. Raises RunnerStartError with a one-line reason.
     """
-    runner = IsolatedRunner(config, log_path=log_path)
+    scratch = None
+    env = {}
+    if not os.environ.get("CANDLE_DATA_DIR"):  # candle_lib needs one; the probe must write nothing that stays
+        scratch = tempfile.mkdtemp(prefix="candle-mbo-probe-data-")
+        env["CANDLE_DATA_DIR"] = scratch
+    runner = IsolatedRunner(config, env=env, log_path=log_path)
     runner.start()
     try:
         runner.wait_ready()
@@ -439,6 +446,8 @@ def probe_model(config, log_path=None):
         return payload
     finally:
         runner.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def describe_exit(code):

@@ -152,6 +152,13 @@ def test_an_edited_model_is_refused_on_resume(tmp_path):
     model.write_text(model.read_text() + "\n# another\n")
     refused = resume(tmp_path)
     assert refused.returncode == 2 and "the model file %s changed" % model in refused.stderr, describe(refused)
+    accepted = launch("candle_mbo.upf", ["--output", str(tmp_path / "out"), "--resume", "--accept-changed"], timeout=60)
+    assert accepted.returncode == 0, describe(accepted)
+    defaults = model.parent / "faulty_params.txt"
+    defaults.write_text(defaults.read_text().replace("value = 1.0", "value = 2.0"))
+    refused = resume(tmp_path)
+    assert refused.returncode == 2, describe(refused)
+    assert "the benchmark's defaults file %s changed" % defaults in refused.stderr
 
 
 def test_typed_options_override_stored_ones_and_identity_options_must_match(tmp_path, monkeypatch):

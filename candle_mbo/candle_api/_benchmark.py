@@ -543,6 +543,8 @@ def finalize_parameters(bmk):
     if chosen:
         conffile = _resolve_config_file(str(chosen), bmk)
     file_values = bmk.read_config_file(conffile) if conffile else {}
+    if _run_context is not None and conffile:
+        _run_context["config_file_read"] = os.path.abspath(conffile)  # pinned by the experiment (probe)
     unknown = sorted(set(file_values) - set(definitions))
     if unknown:
         warnings.warn("%s: parameter%s not defined by the benchmark (kept as given): %s"
