@@ -27,6 +27,7 @@ order, so a master has always learnt what the dispatcher knew when it asked for 
 
 import collections
 import logging
+import os
 import queue
 import threading
 import time
@@ -36,6 +37,11 @@ from ._trace import trace
 from .transport import Backoff
 
 log = logging.getLogger("candle_mbo.masters")
+
+# The reliability tests' hook: CANDLE_MBO_INJECT_FAULT=slow-proposal:S makes every proposal take S s more
+# (after its "propose-start" trace line), so that a kill lands while a proposal is really in progress.
+_FAULT = os.environ.get("CANDLE_MBO_INJECT_FAULT", "")
+_SLOW_PROPOSAL = float(_FAULT.split(":")[1]) if _FAULT.startswith("slow-proposal:") else 0.0
 
 
 class MasterLogic:
@@ -55,6 +61,8 @@ class MasterLogic:
         return self._hand_out(self.opt.design(n, seed))
 
     def propose(self, k, seed):
+        if _SLOW_PROPOSAL:
+            time.sleep(_SLOW_PROPOSAL)
         return self._hand_out(self.opt.propose(k, seed))
 
     def _hand_out(self, proposals):

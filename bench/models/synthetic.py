@@ -1,7 +1,7 @@
 """A CANDLE-compliant benchmark for the HPO benchmarks: Branin or Hartmann-6, taking time like training.
 
-``function``: branin (x1 in [-5, 10], x2 in [0, 15]; minimum 0.397887) or hartmann6 (x1..x6 in [0, 1];
-minimum -3.32237). Each run sleeps between ``min_s`` and ``max_s`` seconds: where in that range
+``function``: branin (x1 in [-5, 10], x2 in [0, 15]; minimum 0.397887), hartmann6 (x1..x6 in [0, 1];
+minimum -3.32237) or rosenbrock4 (x1..x4 in [-2, 2]; minimum 0 at (1, 1, 1, 1)). Each run sleeps between ``min_s`` and ``max_s`` seconds: where in that range
 depends on x1 (half) and on chance (half), as real training time depends on hyperparameters and on
 the machine.
 """
@@ -43,15 +43,21 @@ def initialize_parameters():
     return candle.finalize_parameters(Synthetic(file_path, None, "none", prog="synthetic"))
 
 
+def rosenbrock(x):
+    return sum(100 * (b - a * a) ** 2 + (1 - a) ** 2 for a, b in zip(x, x[1:]))
+
+
 def evaluate(params):
     if params["function"] == "hartmann6":
         return hartmann6([params["x%d" % i] for i in range(1, 7)])
+    if params["function"] == "rosenbrock4":
+        return rosenbrock([params["x%d" % i] for i in range(1, 5)])
     return branin(params["x1"], params["x2"])
 
 
 def run(params):
     if params["max_s"] > 0:
-        low, high = params["function"] == "hartmann6" and (0.0, 1.0) or (-5.0, 10.0)
+        low, high = {"hartmann6": (0.0, 1.0), "rosenbrock4": (-2.0, 2.0)}.get(params["function"], (-5.0, 10.0))
         share = min(1.0, max(0.0, (params["x1"] - low) / (high - low)))
         fraction = 0.5 * share + 0.5 * random.random()
         time.sleep(params["min_s"] + (params["max_s"] - params["min_s"]) * fraction)

@@ -1,0 +1,179 @@
+"""HPO and the task journal, for real (issues 11, 12, 14): kills and signals at five moments then resume,
+seeded sync resume = uninterrupted, fail fast, several masters."""
+
+import collections
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import FIXTURES, describe, kill_group, launch, read_journal, read_records, requires_mpi
+from test_faults import wait_until
+
+CKPT = os.path.join(FIXTURES, "ckpt_model.py")
+FAULTY = os.path.join(FIXTURES, "faulty.py")
+pytestmark = [pytest.mark.r, pytest.mark.usefixtures("mlrmbo"), requires_mpi]
+
+BUDGET = 10
+EPOCHS = 6
+
+
+def ckpt_defaults(tmp_path):
+    path = tmp_path / "ckpt_params.txt"
+    path.write_text("[Global_Params]\nmodel_name = 'ckpt_model'\nepochs = %d\nlr = 0.05\nepoch_s = 0.25\n"
+                    "ckpt_restart_mode = 'auto'\nckpt_save_interval = 1\n" % EPOCHS)
+    return str(path)
+
+
+def hpo(tmp_path, *extra, np=3, wait=True, timeout=300, extra_env=None):
+    args = ["--model", CKPT, "--space", os.path.join(FIXTURES, "ckpt_space.R"), "--default-model",
+            ckpt_defaults(tmp_path), "--output", str(tmp_path / "out"), "--no-report", "--budget", BUDGET,
+            "--design-size", 4, "--seed", 3] + list(extra)
+    return launch("candle_mbo", args, np=np, timeout=timeout, wait=wait, extra_env=extra_env)
+
+
+def trace_count(path, event):
+    if not os.path.exists(path):
+        return 0
+    with open(path) as handle:
+        return sum(1 for line in handle if line.split()[1:2] == [event])
+
+
+def epochs_trained(out):
+    total = 0
+    for name in os.listdir(out / "runs"):
+        log = out / "runs" / name / "epochs.log"
+        if log.exists():
+            total += len(log.read_text().splitlines())
+    return total
+
+
+def check_journal(out, before):
+    """Every planned evaluation exactly once, no id with two parameter sets, earlier records unchanged."""
+    records = read_records(out)
+    assert len(records) == BUDGET and len({r["run_id"] for r in records}) == BUDGET
+    params = collections.defaultdict(set)
+    for entry in read_journal(out):
+        if entry.get("event") == "dispatched":
+            params[entry["run_id"]].add(json.dumps(entry["params"], sort_keys=True))
+    assert all(len(p) == 1 for p in params.values()), params
+    now = {r["run_id"]: r for r in records}
+    for record in before:
+        assert now[record["run_id"]] == record
+
+
+# event in the trace to wait for, how many of them, fault injected into the first job
+MOMENTS = {
+    "design": ("recorded", 1, None),
+    "proposing": ("propose-start", 1, "slow-proposal:30"),
+    "running": ("recorded", 6, None),
+    "writing": ("writing", 1, "slow-write:30"),
+    "last": ("recorded", BUDGET, None),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("moment", sorted(MOMENTS))
+def test_kill_or_sigterm_at_five_moments_then_resume(tmp_path, moment, sig):
+    trace = str(tmp_path / "trace")
+    event, count, fault = MOMENTS[moment]
+    env = {"CANDLE_MBO_TRACE": trace}
+    if fault:
+        env["CANDLE_MBO_INJECT_FAULT"] = fault
+    process = hpo(tmp_path, wait=False, extra_env=env)
+    try:
+        assert wait_until(lambda: trace_count(trace, event) >= count or process.poll() is not None, 240, 0.01)
+        if sig == signal.SIGKILL:
+            kill_group(process, signal.SIGKILL)
+        else:
+            process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        kill_group(process, signal.SIGKILL)
+    out = tmp_path / "out"
+    before = read_records(out)
+    dispatched = {e["run_id"] for e in read_journal(out) if e.get("event") == "dispatched"}
+    interrupted = dispatched - {r["run_id"] for r in before}
+    result = hpo(tmp_path, "--resume")
+    assert result.returncode == 0, describe(result)
+    check_journal(out, before)
+    assert epochs_trained(out) <= EPOCHS * BUDGET + len(interrupted), (epochs_trained(out), interrupted)
+
+
+def test_interrupted_runs_continue_from_their_own_checkpoint(tmp_path):
+    trace = str(tmp_path / "trace")
+    process = hpo(tmp_path, wait=False, extra_env={"CANDLE_MBO_TRACE": trace})
+    try:
+        assert wait_until(lambda: trace_count(trace, "recorded") >= 5, 240, 0.01)
+        kill_group(process, signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        kill_group(process, signal.SIGKILL)
+    out = tmp_path / "out"
+    before = read_records(out)
+    result = hpo(tmp_path, "--resume")
+    assert result.returncode == 0, describe(result)
+    check_journal(out, before)
+    rerun = [r for r in read_records(out) if r["run_id"] not in {b["run_id"] for b in before}]
+    logs = [(out / "runs" / r["run_id"] / "model.log").read_text() for r in rerun]
+    assert any("restored from epoch" in log for log in logs)  # an interrupted run continued
+    for record in rerun:  # and never restored another configuration's checkpoint
+        trained = [json.loads(line)["x"] for line in (out / "runs" / record["run_id"] / "epochs.log").read_text().splitlines()]
+        assert set(trained) == {record["params"]["x"]}
+
+
+def steps(out):
+    by_step = collections.defaultdict(list)
+    for entry in read_journal(out):
+        if entry.get("event") == "dispatched":
+            by_step[entry["step"]].append([round(v, 9) for v in entry["x"].values()])
+    return dict(by_step)
+
+
+def test_a_seeded_sync_search_resumed_after_a_kill_proposes_what_the_uninterrupted_one_did(tmp_path):
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    result = hpo(straight, "--mode", "sync", "--propose-points", 2)
+    assert result.returncode == 0, describe(result)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    trace = str(broken / "trace")
+    process = hpo(broken, "--mode", "sync", "--propose-points", 2, wait=False, extra_env={"CANDLE_MBO_TRACE": trace})
+    try:
+        assert wait_until(lambda: trace_count(trace, "recorded") >= 7, 240, 0.01)  # inside the second batch
+        kill_group(process, signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        kill_group(process, signal.SIGKILL)
+    result = hpo(broken, "--mode", "sync", "--propose-points", 2, "--resume")
+    assert result.returncode == 0, describe(result)
+    assert steps(broken / "out") == steps(straight / "out")
+
+
+def test_a_search_whose_every_run_fails_stops_early(tmp_path):
+    defaults = tmp_path / "none.txt"
+    defaults.write_text("[Global_Params]\nmodel_name = 'faulty'\nfate = 'none'\n")
+    args = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--default-model", str(defaults),
+            "--budget", 30, "--output", str(tmp_path / "out"), "--no-report"]
+    result = launch("candle_mbo", args, np=3, timeout=300)
+    assert result.returncode == 3, describe(result)
+    assert "every run so far failed" in result.stdout + result.stderr
+    assert "run() returned None" in result.stdout + result.stderr
+    assert len(read_records(tmp_path / "out")) < 30
+
+
+def test_several_masters_share_the_search(tmp_path):
+    args = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--budget", 24, "--design-size",
+            6, "--masters", 2, "--seed", 4, "--output", str(tmp_path / "out"), "--no-report"]
+    result = launch("candle_mbo", args, np=6, timeout=300)
+    assert result.returncode == 0, describe(result)
+    records = read_records(tmp_path / "out")
+    assert len(records) == 24 and all(r["status"] == "ok" for r in records)
+    masters = collections.Counter(e.get("master") for e in read_journal(tmp_path / "out")
+                                  if e.get("event") == "dispatched" and e.get("step"))
+    assert set(masters) == {0, 1}, masters  # both masters proposed points after the design
+    assert "2 masters" in result.stdout
+    refused = launch("candle_mbo", args[:-4] + ["--output", str(tmp_path / "o2"), "--mode", "sync"], np=6, timeout=120)
+    assert refused.returncode == 2 and "sync mode proposes each batch from one model" in refused.stderr
