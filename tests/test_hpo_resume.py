@@ -165,9 +165,9 @@ def test_a_search_whose_every_run_fails_stops_early(tmp_path):
 
 
 def test_several_masters_share_the_search(tmp_path):
-    args = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--budget", 24, "--design-size",
-            6, "--masters", 2, "--seed", 4, "--output", str(tmp_path / "out"), "--no-report"]
-    result = launch("candle_mbo", args, np=6, timeout=300)
+    base = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--budget", 24, "--design-size",
+            6, "--masters", 2, "--seed", 4, "--no-report"]
+    result = launch("candle_mbo", base + ["--output", str(tmp_path / "out")], np=6, timeout=300)
     assert result.returncode == 0, describe(result)
     records = read_records(tmp_path / "out")
     assert len(records) == 24 and all(r["status"] == "ok" for r in records)
@@ -175,5 +175,5 @@ def test_several_masters_share_the_search(tmp_path):
                                   if e.get("event") == "dispatched" and e.get("step"))
     assert set(masters) == {0, 1}, masters  # both masters proposed points after the design
     assert "2 masters" in result.stdout
-    refused = launch("candle_mbo", args[:-4] + ["--output", str(tmp_path / "o2"), "--mode", "sync"], np=6, timeout=120)
+    refused = launch("candle_mbo", base + ["--output", str(tmp_path / "o2"), "--mode", "sync"], np=6, timeout=120)
     assert refused.returncode == 2 and "sync mode proposes each batch from one model" in refused.stderr
