@@ -16,7 +16,7 @@ APT_PACKAGES := r-base-core r-base-dev r-cran-mlr r-cran-paramhelpers r-cran-lhs
   r-cran-misc3d r-cran-ranger r-cran-emoa r-cran-jsonlite \
   python3-rpy2 python3-mpi4py openmpi-bin libopenmpi-dev python3-numpy python3-yaml python3-pytest \
   python3-torch python3-sklearn python3-matplotlib python3-optuna python3-venv python3-pip \
-  python3-setuptools curl ca-certificates
+  python3-setuptools python3-jinja2 python3-websocket chromium curl ca-certificates
 
 SETUP_INPUTS := Makefile R/install_packages.R pyproject.toml
 
