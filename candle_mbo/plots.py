@@ -21,6 +21,7 @@ import numpy as np
 
 import matplotlib
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the non-interactive backend
 from matplotlib import ticker  # noqa: E402
 from matplotlib import transforms  # noqa: E402
@@ -80,6 +81,11 @@ def status_order(statuses):
 def best_record(records, maximize):
     ok = [r for r in records if objective(r) is not None]
     return (max if maximize else min)(ok, key=objective) if ok else None
+
+
+def marker_size(n, size):
+    """Smaller marks when there are many points (tens of thousands of runs must not make one blot)."""
+    return size if n <= 300 else max(2.0, size * math.sqrt(300.0 / n))
 
 
 def _duration(seconds):
@@ -241,7 +247,8 @@ def convergence(records, settings):
             mask = ok & inside & (kinds == kind)
             if mask.any():
                 marker, colour, label = KIND_STYLE.get(kind or None)
-                ax.scatter(x[mask], values[mask], marker=marker, s=22, color=colour, alpha=0.6, label=label, zorder=3)
+                ax.scatter(x[mask], values[mask], marker=marker, s=marker_size(len(records), 22), color=colour,
+                           alpha=0.6, label=label, zorder=3)
         off_label = draw_off_scale(ax, x[ok], values[ok], scale) or off_label
         if not_ok:
             statuses = failure_marks(ax, x[~ok], not_ok)
@@ -388,7 +395,8 @@ def _scatter_runs(ax, x, runs, best, scale):
     for kind, (marker, colour, _) in KIND_STYLE.items():
         mask = inside & np.array([k == kind for k in kinds], dtype=bool)
         if mask.any():
-            ax.scatter(x[mask], y[mask], marker=marker, s=18, color=colour, alpha=0.6, zorder=3)
+            ax.scatter(x[mask], y[mask], marker=marker, s=marker_size(len(runs), 18), color=colour, alpha=0.6,
+                       zorder=3)
     is_best = np.array([r is best for r in runs], dtype=bool) & inside
     ax.scatter(x[is_best], y[is_best], marker="*", s=160, color=BEST_COLOR, edgecolor="black", zorder=4)
 
@@ -577,21 +585,26 @@ def timeline(records, settings, resumed=0):
     workers = sorted({r["worker"] for r, _ in runs})
     fig, ax = plt.subplots(figsize=(12, min(12, 2.0 + 0.4 * len(workers))), layout="constrained")
     statuses = status_order(r.get("status") for r, _ in runs)
-    for status in statuses:
-        mine = [(r, s, f) for r, (s, f) in runs if r.get("status") == status]
-        ax.barh([r["worker"] for r, _, _ in mine], [max((f - s) / divisor, min_bar) for _, s, f in mine],
-                left=[(s - t0) / divisor for _, s, _ in mine], height=0.7, color=color(status),
-                edgecolor="black", linewidth=0.3, label="%s (%d)" % (status, len(mine)),
-                zorder=2 if status == OK else 3)
+    handles = []
+    for status in statuses:  # one collection per worker and status: fast for tens of thousands of runs
+        mine = collections.defaultdict(list)
+        for r, (s, f) in runs:
+            if r.get("status") == status:
+                mine[r["worker"]].append(((s - t0) / divisor, max((f - s) / divisor, min_bar)))
+        for worker, spans in mine.items():
+            ax.broken_barh(spans, (worker - 0.35, 0.7), facecolors=color(status), edgecolors="black",
+                           linewidth=0.3 if len(spans) < 2000 else 0, zorder=2 if status == OK else 3)
+        handles.append(matplotlib.patches.Patch(facecolor=color(status), edgecolor="black", linewidth=0.3,
+                                                label="%s (%d)" % (status, sum(map(len, mine.values())))))
     if len(workers) <= 40:
         ax.set_yticks(workers, ["rank %d" % w for w in workers])
-    ax.invert_yaxis()
     ax.set_xlim(0, width * 1.01)
     ax.set_xlabel("time since the first run started (%s); bars are at least %.1f%% of the width wide"
                   % (unit, 100 * MIN_BAR_FRACTION))
     ax.set_ylabel("worker")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    ax.set_ylim(max(workers) + 0.6, min(workers) - 0.6)
     note = ""
     if resumed:
         note = "\n(resumed %d time%s: the time between jobs counts as idle)" % (resumed, "" if resumed == 1 else "s")

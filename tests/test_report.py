@@ -227,9 +227,11 @@ def test_timeline_bars_of_a_millisecond_are_visible():
     figure = plots.timeline(records, {"workers": 2})
     ax = figure.axes[0]
     width = ax.get_xlim()[1] - ax.get_xlim()[0]
-    failed = [p for p in ax.patches if p.get_facecolor()[:3] == matplotlib.colors.to_rgb(plots.STATUS_COLORS["failed"])]
-    assert len(failed) == 10
-    assert min(p.get_width() for p in failed) >= plots.MIN_BAR_FRACTION * width * 0.99
+    red = matplotlib.colors.to_rgb(plots.STATUS_COLORS["failed"])
+    bars = [path.vertices[:, 0] for c in ax.collections if tuple(c.get_facecolor()[0][:3]) == red
+            for path in c.get_paths()]
+    assert len(bars) == 10
+    assert min(x.max() - x.min() for x in bars) >= plots.MIN_BAR_FRACTION * width * 0.99
     matplotlib.pyplot.close(figure)
 
 

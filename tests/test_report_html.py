@@ -34,7 +34,7 @@ class Browser:
         self.profile = str(profile)
         self.log = open(os.path.join(self.profile + ".log"), "w")
         command = [CHROMIUM, "--headless=new", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-                   "--disable-extensions", "--disable-background-networking", "--remote-debugging-port=0",
+                   "--disable-extensions", "--disable-background-networking", "--hide-scrollbars", "--remote-debugging-port=0",
                    "--remote-allow-origins=*", "--user-data-dir=" + self.profile,
                    "--window-size=%d,%d" % (width, height), "about:blank"]
         if os.geteuid() == 0:
@@ -292,3 +292,27 @@ def test_hostile_text_is_shown_not_run(tmp_path, browser):
         assert "ValueError: " + text in errors
     for link in browser.evaluate("Array.from(document.querySelectorAll('#runs tbody a')).map(a => a.href)"):
         assert os.path.exists(urllib.parse.unquote(urllib.parse.urlparse(link).path)), link
+
+
+@requires_chromium
+def test_a_long_table_shows_a_page_and_still_sorts_and_filters_every_run(tmp_path, browser, monkeypatch):
+    from test_report import hpo_records, write_experiment
+    from candle_mbo import report, report_html
+
+    monkeypatch.setattr(report_html, "PAGE_ROWS", 5)
+    records = hpo_records(20)
+    directory = write_experiment(tmp_path / "long", "hpo", records)
+    report.render(directory)
+    browser.open(os.path.join(directory, "report.html"))
+    assert len(column(browser, "run_id")) == 5 and len(column(browser, "run_id", visible_only=False)) == 20
+    assert browser.evaluate("document.getElementById('shown').textContent") == "all 20 runs (the first 5 shown)"
+    browser.click("#runs thead th[data-key=objective] button")
+    best = sorted(r["objective"] for r in records if r["status"] == "ok")[:5]
+    assert column(browser, "objective") == best  # the 5 best of all 20, not of the 5 shown before
+    browser.type("#filter", "boom")  # the error of the 2 runs that are not ok, wherever they were
+    assert sorted(column(browser, "run_id")) == sorted(r["run_id"] for r in records if r["status"] != "ok")
+    browser.clear("#filter")
+    browser.click("#show-all")
+    assert len(column(browser, "run_id")) == 20
+    assert browser.evaluate("document.getElementById('show-all').hidden") is True
+    assert browser.problems() == []

@@ -8,6 +8,8 @@
   var filter = document.getElementById("filter");
   var statusFilter = document.getElementById("status-filter");
   var shown = document.getElementById("shown");
+  var showAll = document.getElementById("show-all");
+  var page = parseInt(table.getAttribute("data-page"), 10) || rows.length;  // rows shown at most, until asked
   var collator = new Intl.Collator(undefined, {numeric: true, sensitivity: "base"});
   rows.forEach(function (row) { row.searchText = row.textContent.toLowerCase(); });
 
@@ -41,25 +43,32 @@
     var fragment = document.createDocumentFragment();
     rows.forEach(function (row) { fragment.appendChild(row); });
     body.appendChild(fragment);
+    applyFilter();
   }
 
   function applyFilter() {
     var words = filter.value.toLowerCase().split(/\s+/).filter(function (w) { return w.length > 0; });
     var status = statusFilter.value;
-    var count = 0;
+    var matching = 0;
+    var visible = 0;
     rows.forEach(function (row) {
       var rowStatus = row.getAttribute("data-status");
-      var visible = status === "all" || rowStatus === status || (status === "not-ok" && rowStatus !== "ok");
-      for (var i = 0; visible && i < words.length; i++) {
-        visible = row.searchText.indexOf(words[i]) >= 0;
+      var match = status === "all" || rowStatus === status || (status === "not-ok" && rowStatus !== "ok");
+      for (var i = 0; match && i < words.length; i++) {
+        match = row.searchText.indexOf(words[i]) >= 0;
       }
-      row.hidden = !visible;
-      if (visible) { count += 1; }
+      if (match) { matching += 1; }
+      var show = match && visible < page;
+      if (show) { visible += 1; }
+      if (row.hidden === show) { row.hidden = !show; }
     });
-    shown.textContent = count === rows.length ? "all " + rows.length + " runs"
-      : count + " of " + rows.length + " runs";
+    var text = matching === rows.length ? "all " + rows.length + " runs" : matching + " of " + rows.length + " runs";
+    if (visible < matching) { text += " (the first " + visible + " shown)"; }
+    shown.textContent = text;
+    showAll.hidden = visible >= matching;
   }
 
+  showAll.addEventListener("click", function () { page = rows.length; applyFilter(); });
   Array.prototype.forEach.call(headers, function (header, column) {
     var button = header.querySelector("button");
     if (button) { button.addEventListener("click", function () { sortBy(column); }); }
