@@ -247,7 +247,8 @@ def summary(records, objective_name, maximize, start, wall_s, n_workers, experim
     if good:
         lines.append("top %d by %s (%s):" % (min(top, len(good)), objective_name, "max" if maximize else "min"))
         for rank, record in enumerate(good[:top], start=1):
-            params = ", ".join("%s=%s" % (k, _short(v)) for k, v in (record.get("params") or {}).items())
+            params = record.get("params") if isinstance(record.get("params"), dict) else {}
+            params = ", ".join("%s=%s" % (k, _short(v)) for k, v in params.items())
             lines.append("  %d. %s  %s  %s" % (rank, record["run_id"], format_objective(record["objective"]), params))
     lines.extend(_failures(records, experiment_path, logs))
     mine = records if start is None else [r for r in records if (run_interval(r) or (0, 0))[0] >= start]

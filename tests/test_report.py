@@ -13,7 +13,7 @@ import matplotlib.pyplot
 import pytest
 import yaml
 
-from candle_mbo import plots, report
+from candle_mbo import plots, progress, report
 from conftest import FIXTURES, describe, launch, write_upf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -325,3 +325,24 @@ def test_upf_without_run_dirs_links_the_shared_logs_and_draws_learning_curves(tm
     logs = re.findall(r'href="(logs/[^"]*)"', text)
     assert len(logs) == 4 and all(os.path.isfile(out / log) for log in logs)
     assert "RuntimeError: injected failure" in text
+
+
+def test_odd_records_are_shown_not_fatal(tmp_path):
+    """Values a hand-edited or future results log may hold: the report shows them and goes on."""
+    records = hpo_records(12)
+    records[0].update(objective="0.5")  # text
+    records[1].update(objective=float("nan"))
+    records[2].update(status="queued", objective=None)  # an unknown status
+    records[3].update(params=["not", "a", "dict"])
+    records[4].update(worker=None, started=None)
+    records[5].update(objective=True)
+    records[6]["params"]["nested"] = {"a": [1, 2]}
+    records[7].update(finished=records[7]["started"] - 5)  # a clock step backwards
+    records[8].pop("error", None)
+    records[8].update(status="crashed", objective=None)
+    directory = write_experiment(tmp_path / "odd", "hpo", records)
+    assert_report(report.render(directory), HPO_PLOTS)
+    text = open(os.path.join(directory, "report.html"), encoding="utf-8").read()
+    assert set(re.findall(r'data-run="([^"]*)"', text)) == {r["run_id"] for r in records}
+    lines = progress.summary(report.Data(directory).records, "val_loss", False, None, None, 2, directory)
+    assert "no reason recorded (status crashed)" in "\n".join(lines)
