@@ -479,6 +479,8 @@ def upf_lines(records, settings, max_lines=UPF_TABLE_MAX_LINES):
     ax.xaxis.tick_top()
     counts = collections.Counter(str(r.get("status")) for r in rows)
     title = "UPF: %d lines, %s; best first" % (n, ", ".join("%d %s" % (counts[s], s) for s in status_order(counts)))
+    if any(k not in p for p in params_of for k in varying):
+        title += "; a blank cell: the benchmark's default"
     if same:
         shown = ", ".join("%s=%s" % (k, _cell(params_of[0][k], 16)) for k in same[:6])
         title += "\nthe same in every line: %s%s" % (shown, ", ..." if len(same) > 6 else "")
@@ -552,7 +554,7 @@ def learning_curves(records, settings, histories):
     if top:
         ax.legend(title="best %d runs (final %s)" % (len(top), settings.get("objective") or "objective"),
                   fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    faded = "faded: the %d other run%s" % (len(others), "" if len(others) == 1 else "s")
+    faded = "faded: the %d other run%s" % (len(others), "" if len(others) == 1 else "s") if others else "no other run"
     if len(others) > len(shown_others):
         faded += " (%d drawn)" % len(shown_others)
     if any(by_id[r].get("status") != OK for r in shown_others):
