@@ -16,7 +16,8 @@ APT_PACKAGES := r-base-core r-base-dev r-cran-mlr r-cran-paramhelpers r-cran-lhs
   r-cran-misc3d r-cran-ranger r-cran-emoa r-cran-jsonlite \
   python3-rpy2 python3-mpi4py openmpi-bin libopenmpi-dev python3-numpy python3-yaml python3-pytest \
   python3-torch python3-sklearn python3-matplotlib python3-optuna python3-venv python3-pip \
-  python3-setuptools python3-pandas python3-scipy curl ca-certificates
+  python3-setuptools python3-pandas python3-scipy python3-jinja2 python3-websocket chromium curl \
+  ca-certificates
 
 SETUP_INPUTS := Makefile R/install_packages.R pyproject.toml
 
@@ -35,7 +36,7 @@ setup: .setup-stamp
 	Rscript R/install_packages.R
 	@test -x $(PYTHON) || /usr/bin/python3 -m venv --system-site-packages .venv
 	$(PYTHON) -m pip install --no-build-isolation --no-deps --no-index -q -e .
-	$(PYTHON) -c "import candle, candle_mbo, rpy2, mpi4py, numpy, yaml, torch, sklearn, matplotlib, pandas, scipy; print('setup: python packages ready; import candle is', candle.__name__)"
+	$(PYTHON) -c "import candle, candle_mbo, rpy2, mpi4py, numpy, yaml, torch, sklearn, matplotlib, pandas, scipy, jinja2; print('setup: python packages ready; import candle is', candle.__name__)"
 	@touch $@
 
 test: setup

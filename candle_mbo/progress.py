@@ -2,14 +2,22 @@
 
 Lines are plain text for batch logs: ``HH:MM:SS r0 <message>``, the rank in every line. Workers write
 nothing to the job's stdout; a run's own output goes to its ``model.log``.
+
+The workers' utilization is defined once, here (:func:`utilization`), and used by the end-of-job
+summary, ``python -m candle_mbo.report`` and the timeline plot, so that they always agree.
 """
 
+import collections
 import logging
 import math
 import sys
 import time
 
 from .status import ALL, OK
+
+#: A failure reason longer than this is shortened (at a word boundary) in progress lines and the summary;
+#: results.jsonl, results.csv and report.html keep it whole.
+REASON_CHARS = 300
 
 
 def setup_logging(rank=0, level=logging.INFO, stream=None):
@@ -44,11 +52,36 @@ def format_objective(value):
     return "%.6g" % value
 
 
+def shorten(text, limit=REASON_CHARS):
+    """``text`` on one line; when longer than ``limit``, cut at the last word boundary before it, plus `` [...]``.
+
+    A word is never cut in half (a single word longer than ``limit`` is kept whole).
+    """
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit + 1)
+    if cut <= 0:
+        cut = text.find(" ", limit)
+        if cut < 0:
+            return text
+    return text[:cut].rstrip(" ,;:") + " [...]"
+
+
+def reason(record):
+    """Why a run is not ok, as stored (``error``), or a stand-in naming its status."""
+    error = record.get("error")
+    if error is not None and str(error).strip():
+        return " ".join(str(error).split())
+    return "no reason recorded (status %s)" % record.get("status")
+
+
 class Progress:
     """A line per finished run: count/total, status, objective, best so far, rate and ETA.
 
-    When runs finish faster than ``max_lines_per_s``, lines are merged into one line per second (a
-    20,000-run UPF of quick runs would otherwise spend its time printing).
+    When ok runs finish faster than ``max_lines_per_s``, their lines are merged into one line per
+    interval (a 20,000-run UPF of quick runs would otherwise spend its time printing); the merged line
+    says how many it stands for. A run that is not ok always gets a line of its own, with its reason.
     """
 
     def __init__(self, total, objective_name="objective", maximize=False, done=0, quiet=False,
@@ -87,59 +120,167 @@ class Progress:
         if self.quiet:
             return
         now = time.time()
-        if now - self._last_line < 1.0 / self.max_lines_per_s and self.done < self.total:
+        ok = record.get("status") == OK
+        if ok and now - self._last_line < 1.0 / self.max_lines_per_s and self.done < self.total:
             self._skipped += 1
             return
         self._last_line = now
+        self.log.info(self._line(record, now))
+
+    def _line(self, record, now):
         elapsed = now - self.start
         finished_here = self.done - self.initial_done
         rate = finished_here / elapsed * 60 if elapsed > 0 else 0.0
         eta = (self.total - self.done) / (finished_here / elapsed) if finished_here and elapsed > 0 else None
         width = len(str(self.total))
+        ok = record.get("status") == OK
         parts = ["[%*d/%d]" % (width, self.done, self.total), "%-7s" % record.get("status"),
-                 str(record.get("run_id")),
-                 "%s %s" % (self.objective_name, format_objective(record.get("objective")))]
-        if record.get("status") != OK and record.get("error"):
-            parts[-1] += " (%s)" % str(record["error"])[:100]
+                 str(record.get("run_id"))]
+        if ok:
+            parts.append("%s %s" % (self.objective_name, format_objective(record.get("objective"))))
         line = " ".join(parts)
         line += " | best %s" % (format_objective(self.best) + (" (%s)" % self.best_id if self.best_id else ""))
         line += " | %.1f runs/min" % rate
         if eta is not None and self.done < self.total:
             line += " | ETA %s" % _duration(eta)
-        if self._skipped:
-            line += " | +%d more" % self._skipped
+        if ok and self._skipped:
+            line += " | +%d more ok" % self._skipped
             self._skipped = 0
-        self.log.info(line)
+        if not ok:
+            line += " | reason: %s" % shorten(reason(record))
+        return line
+
+
+# -- utilization ---------------------------------------------------------------------------------
+Utilization = collections.namedtuple("Utilization", "fraction busy_s start end n_workers runs")
+Utilization.__doc__ = """Busy share of the workers: ``busy_s / (n_workers * (end - start))``.
+
+``busy_s`` is the run time (``finished - started`` of each run, clipped to the window) of ``runs``
+runs; ``start``/``end`` is the window in epoch seconds."""
+
+
+def run_interval(record):
+    """``(started, finished)`` of a record in epoch seconds, or None when either is missing or unusable."""
+    started, finished = record.get("started"), record.get("finished")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in (started, finished)):
+        return None
+    if finished < started:
+        return None
+    return float(started), float(finished)
+
+
+def utilization(records, n_workers, start=None, end=None):
+    """How busy the workers were: their run time divided by ``n_workers`` x the window.
+
+    The window defaults to the first run's start .. the last run's finish (so the job's start-up, R
+    loading and the model's import, is not counted as idle: the summary states it on its own). The
+    workers are at least as many as the distinct ``worker`` values of the records. Returns a
+    :class:`Utilization`, or None when no record has a usable start and finish.
+    """
+    intervals = [i for i in map(run_interval, records) if i is not None]
+    if not intervals:
+        return None
+    start = min(s for s, _ in intervals) if start is None else float(start)
+    end = max(f for _, f in intervals) if end is None else float(end)
+    workers = {r.get("worker") for r in records if isinstance(r.get("worker"), int)}
+    n_workers = max(int(n_workers or 0), len(workers), 1)
+    busy = sum(max(0.0, min(f, end) - max(s, start)) for s, f in intervals)
+    span = end - start
+    fraction = busy / (n_workers * span) if span > 0 else None
+    return Utilization(fraction, busy, start, end, n_workers, len(intervals))
+
+
+def describe_utilization(usage):
+    """``workers busy 85% (2 workers, 1m10s from the first run's start to the last run's end)``."""
+    if usage is None or usage.fraction is None:
+        return "workers busy: n/a"
+    return "workers busy %.0f%% (%d worker%s, %s from the first run's start to the last run's end)" % (
+        100.0 * usage.fraction, usage.n_workers, "" if usage.n_workers == 1 else "s",
+        _duration(usage.end - usage.start))
+
+
+# -- summary -------------------------------------------------------------------------------------
+def proposal_kind(prop_type):
+    """How an HPO point was proposed, from its ``prop_type``: design, model-based, random, random fallback."""
+    if prop_type is None:
+        return None
+    prop_type = str(prop_type)
+    if prop_type == "initdesign":
+        return "design"
+    if prop_type == "random_fallback":
+        return "random fallback"
+    if prop_type == "random":
+        return "random"
+    return "model-based"
+
+
+def proposal_counts(records):
+    """``[(kind, count)]`` in a fixed order, for the records that carry a ``prop_type``; [] for UPF."""
+    counts = collections.Counter(proposal_kind(r.get("prop_type")) for r in records)
+    counts.pop(None, None)
+    order = ("design", "model-based", "random", "random fallback")
+    return [(kind, counts[kind]) for kind in order if counts.get(kind)]
 
 
 def summary(records, objective_name, maximize, start, wall_s, n_workers, experiment_path, top=5,
             logs="runs/<run_id>/model.log"):
-    """The end-of-run summary: counts by status, the best runs with their parameters, time, utilization.
+    """The end-of-run summary lines: counts by status and by how points were proposed, the best runs with
+    their parameters, every failure reason, time and the workers' utilization.
 
-    Utilization counts the runs started since ``start`` (this job, not the ones a resume inherited).
+    ``start`` (epoch seconds) and ``wall_s`` describe this job: utilization counts the runs started since
+    ``start`` (not the ones a resume inherited). With ``start`` None (a report after the fact) every
+    record counts and no wall time is known.
     """
     counts = {status: 0 for status in ALL}
     for record in records:
         counts[record.get("status")] = counts.get(record.get("status"), 0) + 1
+    head = "summary: %d runs: %s" % (len(records), ", ".join("%d %s" % (counts[s], s) for s in counts))
+    kinds = proposal_counts(records)
+    if kinds:
+        head += "; proposed: " + ", ".join("%d %s" % (n, kind + ("s" if n != 1 and kind.endswith("fallback")
+                                                                 else "")) for kind, n in kinds)
+    lines = [head]
     good = [r for r in records if r.get("status") == OK and isinstance(r.get("objective"), (int, float))
-            and math.isfinite(r["objective"])]
+            and not isinstance(r.get("objective"), bool) and math.isfinite(r["objective"])]
     good.sort(key=lambda r: r["objective"], reverse=maximize)
-    lines = ["summary: %d runs: %s" % (len(records), ", ".join("%d %s" % (counts[s], s) for s in ALL))]
     if good:
         lines.append("top %d by %s (%s):" % (min(top, len(good)), objective_name, "max" if maximize else "min"))
         for rank, record in enumerate(good[:top], start=1):
-            params = ", ".join("%s=%s" % (k, _short(v)) for k, v in (record.get("params") or {}).items())
+            params = record.get("params") if isinstance(record.get("params"), dict) else {}
+            params = ", ".join("%s=%s" % (k, _short(v)) for k, v in params.items())
             lines.append("  %d. %s  %s  %s" % (rank, record["run_id"], format_objective(record["objective"]), params))
+    lines.extend(_failures(records, experiment_path, logs))
+    mine = records if start is None else [r for r in records if (run_interval(r) or (0, 0))[0] >= start]
+    usage = utilization(mine, n_workers)
+    timing = []
+    if wall_s is not None:
+        timing.append("wall time %s" % _duration(wall_s))
+        if usage is not None and start is not None:
+            timing.append("first run started %s after launch" % _duration(usage.start - start))
+    timing.append(describe_utilization(usage) if usage else "%d worker%s" % (n_workers, "" if n_workers == 1 else "s"))
+    timing.append("results in %s" % experiment_path)
+    lines.append(" | ".join(timing))
+    return lines
+
+
+def _failures(records, experiment_path, logs, groups=8, ids=3):
+    """Lines naming every reason of the runs that are not ok, grouped by status and reason."""
     failed = [r for r in records if r.get("status") != OK]
-    if failed:
-        lines.append("not ok: %s (logs: %s/%s)"
-                     % (", ".join(r["run_id"] for r in failed[:10]) + (" ..." if len(failed) > 10 else ""),
-                        experiment_path, logs))
-    busy_s = sum(r.get("duration_s") or 0 for r in records if (r.get("started") or 0) >= start)
-    capacity = wall_s * max(n_workers, 1)
-    utilization = " | workers busy %.0f%%" % (100.0 * busy_s / capacity) if capacity > 0 else ""
-    lines.append("wall time %s | %d worker%s%s | results in %s"
-                 % (_duration(wall_s), n_workers, "" if n_workers == 1 else "s", utilization, experiment_path))
+    if not failed:
+        return []
+    by_reason = collections.OrderedDict()
+    for record in failed:
+        by_reason.setdefault((str(record.get("status")), reason(record)), []).append(str(record.get("run_id")))
+    lines = ["not ok: %d run%s (logs: %s/%s):" % (len(failed), "" if len(failed) == 1 else "s",
+                                                 experiment_path, logs)]
+    for (status, why), run_ids in list(by_reason.items())[:groups]:
+        named = ", ".join(run_ids[:ids]) + (", ..." if len(run_ids) > ids else "")
+        lines.append("  %d %s (%s): %s" % (len(run_ids), status, named, shorten(why)))
+    if len(by_reason) > groups:
+        rest = sum(len(v) for v in list(by_reason.values())[groups:])
+        lines.append("  %d more run%s with %d other reasons: see results.csv or report.html"
+                     % (rest, "" if rest == 1 else "s", len(by_reason) - groups))
     return lines
 
 

@@ -1,297 +1,254 @@
-"""Plots of an experiment directory: has the search converged, which hyperparameters matter, were the workers busy?
+"""The report of an experiment directory: plots and one self-contained report.html.
 
-The results log answers these questions only after some digging; three PNG files in the experiment
-directory answer them at a glance. The report reads nothing but experiment.yaml and results.jsonl, so it
-works on a finished experiment as well as on one that is still running (or was killed)::
+The results log answers "has the search converged, which hyperparameters matter, why did runs fail,
+were the workers busy?" only after some digging; the report answers at a glance. It reads nothing but
+experiment.yaml, results.jsonl (and each run's result.json for its learning curve), so it works on a
+finished experiment as well as on one that is still running, or was killed::
 
     python -m candle_mbo.report experiments/EXP001
 
-writes convergence.png (HPO only), params.png and timeline.png and prints their paths.
+prints the summary and writes, into the experiment directory, convergence.png (HPO), params.png,
+learning_curves.png (when runs report a history of the objective), timeline.png and report.html: the
+summary, the best parameters, the plots (embedded) and a sortable, filterable table of every run. The
+page needs no network and no server: copy that one file to a laptop and open it.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
 
-import numpy as np
 import yaml
 
-try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-except ImportError:  # an optional dependency: candle_mbo[report]
-    plt = None
-
 from .errors import UsageError
-from .status import CRASHED, FAILED, OK, TIMEOUT
-from .store import load_results
+from .progress import summary
 
-STATUS_COLORS = {OK: "#4daf4a", FAILED: "#ff7f00", TIMEOUT: "#984ea3", CRASHED: "#e41a1c"}
-OTHER_COLOR = "#999999"
-INIT_COLOR, PROPOSAL_COLOR, BEST_COLOR = "#888888", "#1f77b4", "#d62728"
-DPI = 100
+PLOT_NAMES = ("convergence.png", "params.png", "learning_curves.png", "timeline.png")
+HTML_NAME = "report.html"
 
 
-def render(experiment_dir):
-    """Write the report's PNG files into ``experiment_dir``; return their paths ([] without any record)."""
-    if plt is None:
-        raise UsageError("the report needs matplotlib: pip install 'candle_mbo[report]'")
-    settings, kind, records = _load(experiment_dir)
-    plots = [("params.png", _params), ("timeline.png", _timeline)]
-    if kind == "hpo":
-        plots.insert(0, ("convergence.png", _convergence))
-    paths = []
-    for name, draw in plots:
-        fig = draw(records, settings) if records else None
-        if fig is not None:
-            paths.append(_save(fig, os.path.join(experiment_dir, name)))
-    return paths
+class CorruptResults(UsageError):
+    """A line in the middle of results.jsonl is not JSON."""
 
 
-# -- reading -----------------------------------------------------------------------------------
-def _load(experiment_dir):
-    """(settings, kind, records): records sorted by finish time; settings {} when experiment.yaml is unusable."""
-    meta = {}
+# -- reading -------------------------------------------------------------------------------------
+def read_records(path):
+    """The run records of a results log, in file order.
+
+    Tolerant where a log legitimately differs from a list of records: a torn last line (a kill during
+    the write) is skipped, and so are JSON lines that are not run records (no ``status``: journal
+    entries). A later record of the same run id replaces nothing: the first one is kept, as the store
+    does. A line in the middle that is not JSON raises CorruptResults naming the file and line.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as handle:
+        data = handle.read()
+    *complete, tail = data.split(b"\n")
+    records, seen = [], set()
+    for number, raw in enumerate(complete + [tail], start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            if number == len(complete) + 1:
+                break  # the torn last line
+            raise CorruptResults("%s:%d: corrupt record (%s)" % (path, number, exc)) from None
+        if not isinstance(record, dict) or "status" not in record or "run_id" not in record:
+            continue
+        record["run_id"] = str(record["run_id"])
+        if record["run_id"] in seen:
+            continue
+        seen.add(record["run_id"])
+        records.append(record)
+    return records
+
+
+class Data:
+    """What the report shows: the experiment's folder, metadata, settings, kind and records.
+
+    ``records`` are sorted by finish time; ``meta`` is experiment.yaml ({} when missing or unusable).
+    """
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        meta = {}
+        try:
+            with open(os.path.join(self.path, "experiment.yaml"), encoding="utf-8") as handle:
+                meta = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError):
+            pass
+        self.meta = meta if isinstance(meta, dict) else {}
+        settings = self.meta.get("settings")
+        self.settings = settings if isinstance(settings, dict) else {}
+        self.records = read_records(os.path.join(self.path, "results.jsonl"))
+        self.records.sort(key=lambda r: _float(r.get("finished"), math.inf))
+        kind = self.meta.get("kind") or self.settings.get("kind")
+        if kind not in ("hpo", "upf"):
+            kind = "hpo" if any("iteration" in r for r in self.records) else "upf"
+        self.kind = kind
+        resumed = self.meta.get("resumed")
+        self.resumed = resumed if isinstance(resumed, int) and not isinstance(resumed, bool) else 0
+
+    @property
+    def objective_name(self):
+        return str(self.settings.get("objective") or "objective")
+
+    @property
+    def maximize(self):
+        return self.settings.get("maximize") is True
+
+    @property
+    def n_workers(self):
+        workers = self.settings.get("workers")
+        return workers if isinstance(workers, int) and not isinstance(workers, bool) else 0
+
+    def has_run_dirs(self):
+        return os.path.isdir(os.path.join(self.path, "runs"))
+
+    def logs_hint(self):
+        """Where a run's output is, for the summary."""
+        if self.settings.get("no_run_dirs") or not self.has_run_dirs():
+            return "logs/*.log (--no-run-dirs)"
+        return "runs/<run_id>/model.log"
+
+    def summary(self):
+        """The summary lines (progress.summary, over every record; no wall time known after the fact)."""
+        return summary(self.records, self.objective_name, self.maximize, None, None, self.n_workers, self.path,
+                       logs=self.logs_hint())
+
+    def best(self):
+        """{"run_id", "objective", "params"} of the best ok run, or None."""
+        from .plots import best_record
+
+        record = best_record(self.records, self.maximize)
+        if record is None:
+            return None
+        return {"run_id": record["run_id"], "objective": record.get("objective"),
+                "params": record.get("params") if isinstance(record.get("params"), dict) else {}}
+
+    def histories(self, key=None):
+        """{run_id: per-epoch values of ``key`` (the objective)}: from each record's ``history``
+        (--no-run-dirs) or else runs/<run_id>/result.json; runs without one are left out."""
+        key = key or self.objective_name
+        out = {}
+        for record in self.records:
+            history = record.get("history")
+            if not isinstance(history, dict):
+                history = _read_history(os.path.join(self.path, "runs", record["run_id"], "result.json"))
+            values = history.get(key) if isinstance(history, dict) else None
+            if isinstance(values, list) and values:
+                out[record["run_id"]] = values
+            elif _float(values) is not None:
+                out[record["run_id"]] = [values]
+        return out
+
+
+def _read_history(path):
     try:
-        with open(os.path.join(experiment_dir, "experiment.yaml"), encoding="utf-8") as handle:
-            meta = yaml.safe_load(handle)
-    except (OSError, yaml.YAMLError):
-        pass
-    meta = meta if isinstance(meta, dict) else {}
-    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-    records = load_results(os.path.join(experiment_dir, "results.jsonl"), warn=lambda message: None)
-    records.sort(key=lambda r: _number(r.get("finished"), math.inf))
-    kind = meta.get("kind")
-    if kind not in ("hpo", "upf"):
-        kind = "hpo" if any("iteration" in r for r in records) else "upf"
-    return settings, kind, records
+        with open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return result.get("history") if isinstance(result, dict) else None
 
 
-def _number(value, default=None):
-    """``value`` as a finite float, or ``default``."""
+def _float(value, default=None):
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return default
 
 
-def _objective(record):
-    """The objective of an ok run, or None."""
-    return _number(record.get("objective")) if record.get("status") == OK else None
+# -- rendering -----------------------------------------------------------------------------------
+def render(experiment_dir, html=True):
+    """Write the plots and report.html into ``experiment_dir``; return the paths written.
+
+    Nothing is written (and [] returned) while no run has finished. A plot that has nothing to show
+    this time (say, no run reported a history) is removed if an earlier report left one.
+    """
+    return _render(Data(experiment_dir), html)
 
 
-def _direction(settings):
-    """(objective name, maximize)."""
-    return str(settings.get("objective") or "objective"), settings.get("maximize") is True
-
-
-def _is_initial(record):
-    return record.get("iteration") == 0
-
-
-def _log_scale(values, ratio=100):
-    """Whether ``values`` are all positive and span more than ``ratio`` (two decades by default)."""
-    values = [v for v in values if v is not None]
-    return bool(values) and min(values) > 0 and max(values) / min(values) > ratio
-
-
-def _objective_axis(ax, values):
-    """A log y axis when a positive objective spans more than a factor 10 (so that the best runs stay apart)."""
-    if not _log_scale(values, ratio=10):
-        return
-    ax.set_yscale("log")
-    if max(values) / min(values) < 1000:  # few decades: label 1-2-5 ticks with plain numbers
-        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: "%g" % value))
-        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-
-
-def _duration(seconds):
-    """A span of time for a title: 42 s, 3.5 min, 2.1 h."""
-    if seconds < 120:
-        return "%.0f s" % seconds
-    return "%.1f min" % (seconds / 60) if seconds < 7200 else "%.1f h" % (seconds / 3600)
-
-
-def _color(status):
-    return STATUS_COLORS.get(status, OTHER_COLOR)
-
-
-# -- plots -------------------------------------------------------------------------------------
-def _convergence(records, settings):
-    """Best-so-far objective against evaluation number and against wall time; not-ok runs as x at the top."""
-    name, maximize = _direction(settings)
-    values = np.array([_number(_objective(r), np.nan) for r in records])
-    best = (np.fmax if maximize else np.fmin).accumulate(values)
-    ok = np.isfinite(values)
-    initial = np.array([_is_initial(r) for r in records])
-    statuses = np.array(["no objective" if r.get("status") == OK else str(r.get("status")) for r in records])
-    t0 = min(_number(r.get("started"), math.inf) for r in records)
-    minutes = np.array([(_number(r.get("finished"), np.nan) - t0) / 60 for r in records])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    xaxes = ((np.arange(1, len(records) + 1), "evaluation number (in order of finishing)"),
-             (minutes, "wall time since the first start (minutes)"))
-    for ax, (x, xlabel) in zip(axes, xaxes):
-        ax.step(x, best, where="post", color="black", linewidth=2, label="best so far")
-        for mask, marker, color, label in ((ok & initial, "s", INIT_COLOR, "initial design"),
-                                           (ok & ~initial, "o", PROPOSAL_COLOR, "proposal")):
-            if mask.any():
-                ax.scatter(x[mask], values[mask], marker=marker, s=22, color=color, alpha=0.5, label=label)
-        for status in sorted(set(statuses[~ok])):
-            mask = ~ok & (statuses == status)
-            ax.plot(x[mask], np.full(mask.sum(), 0.97), "x", color=_color(status), markersize=6,
-                    transform=ax.get_xaxis_transform(), label=status)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    _objective_axis(axes[0], values[ok])
-    axes[0].set_ylabel("%s (%s is better)" % (name, "higher" if maximize else "lower"))
-    axes[0].legend(fontsize=8, loc="best")
-    found = "best %s = %.4g" % (name, best[-1]) if ok.any() else "no successful run yet"
-    counts = ", ".join("%d %s" % ((statuses == s).sum(), s) for s in sorted(set(statuses[~ok])))
-    fig.suptitle("HPO convergence: %s after %d runs%s" % (found, len(records), " (%s)" % counts if counts else ""))
-    return fig
-
-
-def _params(records, settings):
-    """Objective against each hyperparameter: scatter for numeric ones, box plots for discrete ones."""
-    name, maximize = _direction(settings)
-    ok = [r for r in records if _objective(r) is not None and isinstance(r.get("params"), dict)]
-    names = list(dict.fromkeys(key for r in ok for key in r["params"]))
-    if not names:
-        return None
-    best = (max if maximize else min)(ok, key=_objective)
-    ncols = min(3, len(names))
-    nrows = math.ceil(len(names) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.4 * nrows), sharey=True, squeeze=False)
-    for ax, param in zip(axes.flat, names):
-        runs = [r for r in ok if r["params"].get(param) is not None]
-        values = [r["params"][param] for r in runs]
-        if _is_numeric(values):
-            x = np.array(values, dtype=float)
-            if _log_scale(values):
-                ax.set_xscale("log")
-        else:
-            labels = sorted(set(map(_label, values)), key=_level_key)
-            level = np.array([labels.index(_label(v)) + 1 for v in values])
-            ax.boxplot([[_objective(r) for r in np.array(runs)[level == n]] for n in range(1, len(labels) + 1)],
-                       widths=0.5, showfliers=False, medianprops={"color": "black"})
-            ax.set_xticks(range(1, len(labels) + 1), labels)
-            if sum(map(len, labels)) > 30:
-                plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-            x = level + np.random.default_rng(0).uniform(-0.12, 0.12, len(level))  # jitter: see every run
-        _scatter_runs(ax, x, runs, best)
-        ax.set_title(param if len(runs) == len(ok) else "%s (%d of %d runs)" % (param, len(runs), len(ok)),
-                     fontsize=10)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(names):]:
-        ax.set_visible(False)
-    _objective_axis(axes[0, 0], [_objective(r) for r in ok])
-    for row in axes:
-        row[0].set_ylabel(name)
-    marks = "grey squares: initial design, blue dots: proposals" if any(map(_is_initial, ok)) else "dots: runs"
-    fig.suptitle("%s against each hyperparameter: %d successful runs (%s is better)\n%s, red star: the best run"
-                 % (name, len(ok), "higher" if maximize else "lower", marks))
-    return fig
-
-
-def _is_numeric(values):
-    """Numbers with enough distinct values for a scatter plot (few repeated levels make a box plot)."""
-    if not all(_number(v) is not None for v in values):
-        return False
-    levels = len(set(values))
-    return levels > 5 or len(values) < 2 * levels
-
-
-def _label(value):
-    """A discrete level as text; lists as their items joined by spaces."""
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value)
-    return str(value)
-
-
-def _level_key(label):
-    """Order levels numerically when they are numbers, else alphabetically."""
+def _plots():
     try:
-        return (0, float(label), label)
-    except ValueError:
-        return (1, 0.0, label)
+        from . import plots
+    except ImportError:  # an optional dependency: candle_mbo[report]
+        raise UsageError("the report needs matplotlib: pip install 'candle_mbo[report]' "
+                         "(Debian: apt-get install python3-matplotlib)") from None
+    return plots
 
 
-def _scatter_runs(ax, x, runs, best):
-    """Dots for runs (initial design grey squares, proposals blue), a star for the best run."""
-    y = np.array([_objective(r) for r in runs])
-    initial = np.array([_is_initial(r) for r in runs], dtype=bool)
-    ax.scatter(x[initial], y[initial], marker="s", s=18, color=INIT_COLOR, alpha=0.6, zorder=3)
-    ax.scatter(x[~initial], y[~initial], marker="o", s=18, color=PROPOSAL_COLOR, alpha=0.6, zorder=3)
-    is_best = np.array([r is best for r in runs], dtype=bool)
-    ax.scatter(x[is_best], y[is_best], marker="*", s=160, color=BEST_COLOR, edgecolor="black", zorder=4)
+def _render(data, html=True):
+    plots = _plots()
+    if not data.records:
+        return []
+    figures = {
+        "convergence.png": (lambda: plots.convergence(data.records, data.settings)) if data.kind == "hpo" else None,
+        "params.png": lambda: _params_figure(plots, data),
+        "learning_curves.png": lambda: plots.learning_curves(data.records, data.settings, data.histories()),
+        "timeline.png": lambda: plots.timeline(data.records, data.settings, data.resumed),
+    }
+    paths = []
+    for name in PLOT_NAMES:
+        path = os.path.join(data.path, name)
+        fig = figures[name]() if figures[name] else None
+        if fig is None:
+            if os.path.exists(path):
+                os.unlink(path)
+            continue
+        paths.append(_save_atomic(path, lambda tmp, fig=fig: plots.save(fig, tmp)))
+    if html:
+        try:
+            from .report_html import page
+        except ImportError:
+            raise UsageError("report.html needs Jinja2: pip install jinja2 (Debian: apt-get install "
+                             "python3-jinja2)") from None
+        text = page(data, paths)
+        paths.append(_save_atomic(os.path.join(data.path, HTML_NAME), lambda tmp: _write(tmp, text)))
+    return paths
 
 
-def _timeline(records, settings):
-    """A Gantt chart of the runs per worker rank, colored by status, with the workers' utilization."""
-    runs = [(r, _number(r.get("started")), _number(r.get("finished"))) for r in records]
-    runs = [(r, s, f) for r, s, f in runs if s is not None and f is not None and f >= s
-            and isinstance(r.get("worker"), int)]
-    if not runs:
-        return None
-    t0, t1 = min(s for _, s, _ in runs), max(f for _, _, f in runs)
-    workers = sorted({r["worker"] for r, _, _ in runs})
-    n_workers = max(len(workers), int(_number(settings.get("workers"), 0)))
-    fig, ax = plt.subplots(figsize=(12, min(12, 1.8 + 0.4 * len(workers))))
-    present = {r.get("status") for r, _, _ in runs}
-    statuses = [s for s in STATUS_COLORS if s in present] + sorted(present - set(STATUS_COLORS), key=str)
-    for status in statuses:
-        mine = [(r, s, f) for r, s, f in runs if r.get("status") == status]
-        ax.barh([r["worker"] for r, _, _ in mine], [(f - s) / 60 for _, s, f in mine],
-                left=[(s - t0) / 60 for _, s, _ in mine], height=0.7, color=_color(status),
-                edgecolor="black", linewidth=0.3, label="%s (%d)" % (status, len(mine)))
-    if len(workers) <= 40:
-        ax.set_yticks(workers, ["rank %d" % w for w in workers])
-    ax.invert_yaxis()
-    ax.set_xlim(0, max((t1 - t0) / 60, 1 / 60) * 1.01)
-    ax.set_xlabel("time since the first start (minutes)")
-    ax.set_ylabel("worker")
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
-    busy = sum(f - s for _, s, f in runs)
-    span = t1 - t0
-    utilization = "%.0f%%" % (100 * busy / (n_workers * span)) if span > 0 else "n/a"
-    ax.set_title("Runs per worker: utilization %s (busy time / (%d workers x %s)), %d runs"
-                 % (utilization, n_workers, _duration(span), len(runs)))
-    return fig
+def _params_figure(plots, data):
+    if data.kind == "upf" and len(data.records) <= plots.UPF_TABLE_MAX_LINES:
+        return plots.upf_lines(data.records, data.settings)
+    return plots.params(data.records, data.settings)
 
 
-# -- output ------------------------------------------------------------------------------------
-def _save(fig, path):
-    """Save ``fig`` as PNG atomically (a temporary file in the same folder, then a rename); close it."""
+def _write(path, text):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _save_atomic(path, write):
+    """Call ``write(tmp)`` for a temporary file in the same folder, then rename it to ``path``."""
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, ".%s.%d.tmp" % (name, os.getpid()))
     try:
-        fig.tight_layout()
-        fig.savefig(tmp, dpi=DPI, format="png")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    finally:
-        plt.close(fig)
     return path
 
 
+# -- command line --------------------------------------------------------------------------------
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError("%s (see --help)" % message)
 
 
 def main(argv=None):
-    """``python -m candle_mbo.report DIR``: render the report and print the paths; 2 on a usage error."""
+    """``python -m candle_mbo.report DIR``: print the summary, write the report, print its paths; 2 on a
+    usage error."""
     parser = _ArgumentParser(
         prog="python -m candle_mbo.report", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Plot an experiment: convergence.png (HPO), params.png and timeline.png, written into DIR.",
+        description="Summarize an experiment and write its report into DIR: report.html (one self-contained "
+                    "page: summary, best parameters, plots, a sortable table of every run) and the plots "
+                    "convergence.png (HPO), params.png, learning_curves.png, timeline.png.",
         epilog="example:\n  python -m candle_mbo.report experiments/EXP001")
     parser.add_argument("directory", metavar="DIR", help="an experiment directory (holding results.jsonl)")
     try:
@@ -301,14 +258,18 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(directory, "results.jsonl")):
             raise UsageError("%s holds no results.jsonl (not an experiment directory, or no run has finished)"
                              % directory)
-        paths = render(directory)
+        data = Data(directory)
+        paths = _render(data)
     except UsageError as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
-    if not paths:
-        print("no finished run yet: nothing to plot", file=sys.stderr)
+    if not data.records:
+        print("no finished run yet: nothing to report", file=sys.stderr)
+        return 0
+    for line in data.summary():
+        print(line)
     for path in paths:
         print(path)
     return 0

@@ -3,14 +3,18 @@
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
+import matplotlib.colors
 import matplotlib.image
+import matplotlib.pyplot
 import pytest
 import yaml
 
-from candle_mbo import report
+from candle_mbo import plots, progress, report
+from conftest import FIXTURES, describe, launch, write_upf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T0 = 1.8e9
@@ -60,46 +64,60 @@ def upf_records():
             for r in hpo_records(8)]
 
 
-def assert_pngs(paths, names):
-    assert [os.path.basename(p) for p in paths] == names
-    for path in paths:
+def assert_report(paths, names):
+    """``paths`` are the PNG files ``names`` (in that order) and report.html, all complete."""
+    assert [os.path.basename(p) for p in paths] == names + ["report.html"]
+    for path in paths[:-1]:
         with open(path, "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    with open(paths[-1], encoding="utf-8") as handle:
+        assert handle.read().rstrip().endswith("</html>")
     folder = os.path.dirname(paths[0])
     assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
 
 
-def test_hpo_writes_three_plots(tmp_path):
+HPO_PLOTS = ["convergence.png", "params.png", "timeline.png"]
+
+
+def test_hpo_writes_three_plots_and_the_page(tmp_path):
     directory = write_experiment(tmp_path / "hpo", "hpo", hpo_records())
-    assert_pngs(report.render(directory), ["convergence.png", "params.png", "timeline.png"])
+    assert_report(report.render(directory), HPO_PLOTS)
 
 
 def test_maximized_objective_and_no_settings(tmp_path):
     settings = {"objective": "val_acc", "maximize": True}
     directory = write_experiment(tmp_path / "max", "hpo", hpo_records(), settings=settings)
-    assert_pngs(report.render(directory), ["convergence.png", "params.png", "timeline.png"])
+    assert_report(report.render(directory), HPO_PLOTS)
     directory = write_experiment(tmp_path / "bare", None, hpo_records())  # kind inferred from "iteration"
-    assert_pngs(report.render(directory), ["convergence.png", "params.png", "timeline.png"])
+    assert_report(report.render(directory), HPO_PLOTS)
 
 
 def test_upf_has_no_convergence_plot(tmp_path):
     directory = write_experiment(tmp_path / "upf", "upf", upf_records(), settings={"objective": "val_loss"})
-    assert_pngs(report.render(directory), ["params.png", "timeline.png"])
+    assert_report(report.render(directory), ["params.png", "timeline.png"])
     assert not os.path.exists(os.path.join(directory, "convergence.png"))
 
 
-def test_torn_last_line_is_skipped(tmp_path):
+def test_torn_last_line_and_journal_entries_are_skipped(tmp_path):
     torn = json.dumps(hpo_records(21)[-1])[:60]
-    directory = write_experiment(tmp_path / "torn", "hpo", hpo_records(), tail=torn)
-    assert_pngs(report.render(directory), ["convergence.png", "params.png", "timeline.png"])
+    records = hpo_records()
+    directory = write_experiment(tmp_path / "torn", "hpo", records, tail=torn)
+    with open(os.path.join(directory, "results.jsonl"), "r+") as handle:
+        lines = handle.read().splitlines(keepends=True)
+        lines.insert(3, json.dumps({"event": "dispatched", "run_id": "run-0099", "params": {}}) + "\n")
+        handle.seek(0)
+        handle.write("".join(lines))
+    assert [r["run_id"] for r in report.read_records(os.path.join(directory, "results.jsonl"))] == \
+        [r["run_id"] for r in records]
+    assert_report(report.render(directory), HPO_PLOTS)
 
 
 def test_no_successful_run_still_plots_the_timeline(tmp_path):
     records = [dict(r, status="failed", objective=None) for r in hpo_records(4)]
     directory = write_experiment(tmp_path / "failed", "hpo", records)
-    assert_pngs(report.render(directory), ["convergence.png", "timeline.png"])
+    assert_report(report.render(directory), ["convergence.png", "params.png", "timeline.png"])
 
 
 def test_empty_experiment_gives_nothing(tmp_path):
@@ -114,7 +132,8 @@ def test_corrupt_middle_line_is_an_error(tmp_path, capsys):
     lines[1] = lines[1][:30]
     (tmp_path / "corrupt" / "results.jsonl").write_text("\n".join(lines) + "\n")
     assert report.main([directory]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "results.jsonl:2:" in err
 
 
 def run_cli(*args):
@@ -122,12 +141,15 @@ def run_cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_command_line(tmp_path):
+def test_command_line_prints_the_summary_then_the_files(tmp_path):
     directory = write_experiment(tmp_path / "hpo", "hpo", hpo_records())
     result = run_cli(directory)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [os.path.join(directory, n)
-                                     for n in ("convergence.png", "params.png", "timeline.png")]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "summary: 20 runs: 18 ok, 1 failed, 0 timeout, 1 crashed; proposed: 10 design, 10 model-based"
+    assert "  1 failed (run-0008): RuntimeError: boom" in lines
+    assert any(line.startswith("workers busy ") for line in lines)
+    assert lines[-4:] == [os.path.join(directory, n) for n in HPO_PLOTS + ["report.html"]]
 
 
 @pytest.mark.parametrize("make", [lambda tmp: str(tmp / "missing"), lambda tmp: str(tmp)])
@@ -141,3 +163,186 @@ def test_help_shows_an_example():
     result = run_cli("--help")
     assert result.returncode == 0
     assert "python -m candle_mbo.report experiments/" in result.stdout
+
+
+# -- honest plots ------------------------------------------------------------------------------------
+def test_scale_follows_the_data():
+    assert plots.choose_scale([0.1, 0.2, 0.3, 0.25]) == plots.Scale("linear", None, None)
+    assert plots.choose_scale([1e-4, 1e-3, 1e-2, 0.1, 1.0]).kind == "log"
+    squashed = plots.choose_scale([-3.3, -3.1, -3.0, -2.9, -2.95, -3.2, -3.05, -2.85, -3.15, 5000.0])
+    assert squashed.kind == "linear" and -3.4 < squashed.limits[0] and squashed.limits[1] < -2.7
+    logged = plots.choose_scale([0.1, 0.12, 0.15, 0.11, 0.2, 0.13, 0.14, 0.16, 0.17, 1e30])
+    assert logged.kind == "log" and logged.limits[1] < 1
+    heavy = plots.choose_scale([-1e4, -1e3, -100, -1, 0, 1, 100, 1e3, 1e4, 3e4])
+    assert heavy.kind == "symlog" and heavy.linthresh > 0
+    assert plots.choose_scale([]).kind == "linear"
+
+
+def failing_level_records():
+    """An HPO where optimizer=rmsprop always fails in 1 ms and one ok run is a wild outlier."""
+    records = hpo_records(30)
+    for i, r in enumerate(records):
+        r["params"]["optimizer"] = ("adam", "sgd", "rmsprop")[i % 3]
+        if r["params"]["optimizer"] == "rmsprop":
+            r.update(status="failed", objective=None, error="ValueError: rmsprop needs a schedule",
+                     finished=r["started"] + 0.001, duration_s=0.001)
+        elif r["status"] != "ok":
+            r.update(status="ok", objective=1.0)
+    next(r for r in records if r["status"] == "ok")["objective"] = 1e6
+    return records
+
+
+def texts(figure):
+    return [t.get_text() for ax in figure.axes for t in ax.texts + ax.get_xticklabels() + [ax.title]] + \
+        [figure._suptitle.get_text() if figure._suptitle else ""]
+
+
+def test_params_shows_a_level_that_always_fails_and_every_failure():
+    records = failing_level_records()
+    figure = plots.params(records, {"objective": "val_loss"})
+    panel = next(ax for ax in figure.axes if ax.get_title().startswith("optimizer"))
+    labels = [t.get_text() for t in panel.get_xticklabels()]
+    assert "rmsprop\n10/10 not ok" in labels
+    tick = next(t for t in panel.get_xticklabels() if t.get_text().startswith("rmsprop"))
+    assert tick.get_color() == plots.STATUS_COLORS["crashed"]  # red: that level never works
+    crosses = sum(len(line.get_xdata()) for line in panel.get_lines() if line.get_marker() == "x")
+    assert crosses == 10
+    assert "x above a panel: 10 runs not ok (failed)" in figure._suptitle.get_text()
+    matplotlib.pyplot.close(figure)
+
+
+def test_convergence_keeps_the_bulk_readable_despite_an_outlier():
+    records = failing_level_records()
+    figure = plots.convergence(records, {"objective": "val_loss"})
+    low, high = figure.axes[0].get_ylim()
+    assert high < 10  # the outlier (1e6) does not squash the others ...
+    labels = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+    assert "off the scale: 1 above (max 1e+06)" in labels  # ... and is still shown, counted
+    assert "failed (10) (x above the plot)" in labels
+    matplotlib.pyplot.close(figure)
+
+
+def test_timeline_bars_of_a_millisecond_are_visible():
+    records = failing_level_records()
+    figure = plots.timeline(records, {"workers": 2})
+    ax = figure.axes[0]
+    width = ax.get_xlim()[1] - ax.get_xlim()[0]
+    red = matplotlib.colors.to_rgb(plots.STATUS_COLORS["failed"])
+    bars = [path.vertices[:, 0] for c in ax.collections if tuple(c.get_facecolor()[0][:3]) == red
+            for path in c.get_paths()]
+    assert len(bars) == 10
+    assert min(x.max() - x.min() for x in bars) >= plots.MIN_BAR_FRACTION * width * 0.99
+    matplotlib.pyplot.close(figure)
+
+
+def test_upf_lines_read_as_a_table_with_reasons():
+    records = upf_records()
+    records[2].update(status="timeout", objective=None, error="killed after 9 s (--timeout 5)")
+    figure = plots.upf_lines(records, {"objective": "val_loss"})
+    shown = texts(figure)
+    for r in records:
+        assert r["run_id"] in shown
+    assert "timeout: killed after 9 s (--timeout 5)" in shown and "failed: RuntimeError: boom" in shown
+    assert any(t.startswith("UPF: 8 lines, 6 ok, 1 failed, 1 timeout") for t in shown)
+    matplotlib.pyplot.close(figure)
+    assert plots.upf_lines(upf_records() * 10, {}) is None  # too many lines: the per-parameter view
+
+
+def with_histories(directory, records, in_records=False):
+    """Per-epoch val_loss ending at each ok run's objective: in runs/<id>/result.json or in the records."""
+    for r in records:
+        if r["status"] != "ok":
+            continue
+        history = {"val_loss": [r["objective"] + 1.0 / (e + 1) for e in range(5)][::-1][:-1] + [r["objective"]]}
+        if in_records:
+            r["history"] = history
+        else:
+            os.makedirs(os.path.join(directory, "runs", r["run_id"]), exist_ok=True)
+            with open(os.path.join(directory, "runs", r["run_id"], "result.json"), "w") as handle:
+                json.dump(dict(r, history=history), handle)
+    return records
+
+
+@pytest.mark.parametrize("in_records", [False, True], ids=["run-dirs", "no-run-dirs"])
+def test_learning_curves_highlight_the_best_ten(tmp_path, in_records):
+    records = hpo_records(30)
+    directory = str(tmp_path / "lc")
+    os.makedirs(directory)
+    with_histories(directory, records, in_records)
+    write_experiment(tmp_path / "lc", "hpo", records)
+    data = report.Data(directory)
+    assert len(data.histories()) == sum(r["status"] == "ok" for r in records)
+    figure = plots.learning_curves(data.records, data.settings, data.histories())
+    ax = figure.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    best = sorted((r for r in records if r["status"] == "ok"), key=lambda r: r["objective"])[:10]
+    assert legend == ["%d. %s (%.4g)" % (i + 1, r["run_id"], r["objective"]) for i, r in enumerate(best)]
+    assert "faded: the %d other runs" % (len(data.histories()) - 10) in ax.get_title()
+    matplotlib.pyplot.close(figure)
+    assert_report(report.render(directory), ["convergence.png", "params.png", "learning_curves.png", "timeline.png"])
+
+
+def test_a_plot_with_nothing_to_show_is_removed(tmp_path):
+    records = hpo_records()
+    directory = str(tmp_path / "stale")
+    os.makedirs(directory)
+    write_experiment(tmp_path / "stale", "hpo", with_histories(directory, records, in_records=True))
+    assert "learning_curves.png" in map(os.path.basename, report.render(directory))
+    write_experiment(tmp_path / "stale", "hpo", hpo_records())  # no history any more
+    assert "learning_curves.png" not in map(os.path.basename, report.render(directory))
+    assert not os.path.exists(os.path.join(directory, "learning_curves.png"))
+
+
+# -- report.html (its behaviour in a browser: test_report_html.py) ------------------------------------
+def test_the_page_is_self_contained_and_lists_every_run(tmp_path):
+    records = hpo_records()
+    directory = write_experiment(tmp_path / "page", "hpo", records)
+    os.makedirs(os.path.join(directory, "runs", "run-0001"))
+    open(os.path.join(directory, "runs", "run-0001", "model.log"), "w").close()
+    report.render(directory)
+    text = open(os.path.join(directory, "report.html"), encoding="utf-8").read()
+    assert "default-src 'none'" in text  # no network: the browser may load nothing else
+    refs = re.findall(r'(?:src|href)="([^"]*)"', text)
+    assert all(ref.startswith(("data:image/png;base64,", "#", "runs/")) for ref in refs), refs
+    assert len([r for r in refs if r.startswith("data:")]) == 3
+    assert set(re.findall(r'data-run="([^"]*)"', text)) == {r["run_id"] for r in records}
+    assert 'href="runs/run-0001/"' in text and 'href="runs/run-0001/model.log"' in text
+    assert 'href="runs/run-0002/"' not in text  # no folder, no link
+    assert "RuntimeError: boom" in text and "<th>learning_rate</th>" in text
+
+
+# -- a real UPF without run folders ------------------------------------------------------------------
+def test_upf_without_run_dirs_links_the_shared_logs_and_draws_learning_curves(tmp_path):
+    upf = write_upf(tmp_path / "lines.upf", [{"id": "a", "value": 0.5}, {"id": "b", "value": 0.2},
+                                             {"id": "c", "fate": "raise"}, {"id": "d", "fate": "nan"}])
+    out = tmp_path / "out"
+    result = launch("candle_mbo.upf", ["--model", os.path.join(FIXTURES, "faulty.py"), "--upf", upf,
+                                       "--output", out, "--no-run-dirs"], timeout=240)
+    assert result.returncode == 0, describe(result)
+    names = sorted(os.listdir(out))
+    assert {"params.png", "learning_curves.png", "timeline.png", "report.html"} <= set(names)
+    text = (out / "report.html").read_text()
+    logs = re.findall(r'href="(logs/[^"]*)"', text)
+    assert len(logs) == 4 and all(os.path.isfile(out / log) for log in logs)
+    assert "RuntimeError: injected failure" in text
+
+
+def test_odd_records_are_shown_not_fatal(tmp_path):
+    """Values a hand-edited or future results log may hold: the report shows them and goes on."""
+    records = hpo_records(12)
+    records[0].update(objective="0.5")  # text
+    records[1].update(objective=float("nan"))
+    records[2].update(status="queued", objective=None)  # an unknown status
+    records[3].update(params=["not", "a", "dict"])
+    records[4].update(worker=None, started=None)
+    records[5].update(objective=True)
+    records[6]["params"]["nested"] = {"a": [1, 2]}
+    records[7].update(finished=records[7]["started"] - 5)  # a clock step backwards
+    records[8].pop("error", None)
+    records[8].update(status="crashed", objective=None)
+    directory = write_experiment(tmp_path / "odd", "hpo", records)
+    assert_report(report.render(directory), HPO_PLOTS)
+    text = open(os.path.join(directory, "report.html"), encoding="utf-8").read()
+    assert set(re.findall(r'data-run="([^"]*)"', text)) == {r["run_id"] for r in records}
+    lines = progress.summary(report.Data(directory).records, "val_loss", False, None, None, 2, directory)
+    assert "no reason recorded (status crashed)" in "\n".join(lines)
