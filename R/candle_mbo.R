@@ -354,6 +354,7 @@ cm_setup <- function(space_path, settings_json) {
   cm$n_proposed <- 0L      # points handed out after the design (async adacb progress)
   cm$log <- character(0)
   cm$believer_cache <- NULL
+  cm$hyper <- NULL         # async kriging: hyperparameters of the last estimate (cm_fit)
   cm_to_json(cm_describe_space(full, ps, cm$constants, cm$whole))
 }
 
@@ -727,7 +728,6 @@ cm_discard <- function(ids_json) {
     cm$batch <- list(ids = cm$batch$ids[keep], y = cm$batch$y[keep], told = cm$batch$told[keep])
     if (all(cm$batch$told)) cm_close_batch()
   }
-  cm$believer_cache <- NULL
   TRUE
 }
 
@@ -860,6 +860,7 @@ cm_propose <- function(k, seed) {
   }
   if (!cm$sync) return(cm_propose_async(k, seed))
   problem <- mlrMBO:::getOptStateOptProblem(cm$state)
+  if (length(cm$raw_y) > cm_fit_cap(problem$learner)) return(cm_propose_capped(k, seed))
   saved <- problem$control
   problem$control$propose.points <- k
   if (k > 1L && is.null(problem$control$multipoint.method)) {
@@ -908,19 +909,131 @@ cm_lies <- function(rows, opt.path, control, learner) {
   if (!identical(cm$settings$lie, "believer")) return(rep(cm_lie(), nrow(rows)))
   model <- cm$believer_cache
   if (is.null(model)) {
-    model <- train(learner, mlrMBO:::makeTaskSingleObj(opt.path, control))
+    model <- cm_fit(learner, mlrMBO:::makeTaskSingleObj(opt.path, control), length(cm$raw_y))
     cm$believer_cache <- model
   }
   newdata <- BBmisc::convertDataFrameCols(rows, ints.as.num = TRUE, logicals.as.factor = TRUE)
   getPredictionResponse(predict(model, newdata = newdata))
 }
 
-# Async: one path with the finished points and the pending ones under their lies, one surrogate fit
-# on it, then k distinct points from that fit: for the confidence-bound family one infill search per
-# lambda (Exp(1) draws for cb, as mlrMBO's multi-point cb; adacb's value times Exp(1) draws for
-# adacb); for the other criteria each point is entered with the fitted model's prediction before the
-# next is searched (the believer applied in sequence, the model refitted with its hyperparameters
-# kept where the learner allows, see cm_refit).
+# The most rows a surrogate is fitted on (finished points plus pending ones), so that a proposal
+# stays fast as the history grows: a kriging fit is O(n^3) per likelihood evaluation (about 1.6 s
+# at 200 rows and 24 s at 500 on this machine); forests grow slower. settings$max_fit_rows overrides.
+cm_fit_cap <- function(learner) {
+  if (!is.null(cm$settings$max_fit_rows)) return(as.integer(cm$settings$max_fit_rows))
+  if (cm_is_km(learner)) 200L else 1000L
+}
+
+cm_is_km <- function(learner) "coef.cov" %in% getParamIds(getParamSet(learner))
+
+# Rows of the path a capped fit keeps: the best quarter of the allowance by value (where the search
+# goes), then the rest chosen greedily to be as far as possible from those already kept (maximin in
+# the unit-scaled space; a level or an inactive value is a coordinate of its own), so the model
+# still sees the whole space. Kept in path order.
+cm_subsample <- function(op, m) {
+  d <- op$env$path
+  n <- nrow(d)
+  if (n <= m) return(seq_len(n))
+  y <- d[[cm_y_name]]
+  best <- order(if (cm$minimize) y else -y)[seq_len(ceiling(m / 4))]
+  X <- cm_unit_matrix(d)
+  chosen <- best
+  mind <- rep(Inf, n)
+  for (i in best) mind <- pmin(mind, sqrt(colSums((t(X) - X[i, ])^2)))
+  mind[chosen] <- -1
+  while (length(chosen) < m) {
+    j <- which.max(mind)
+    chosen <- c(chosen, j)
+    mind <- pmin(mind, sqrt(colSums((t(X) - X[j, ])^2)))
+    mind[chosen] <- -1
+  }
+  sort(chosen)
+}
+
+cm_unit_matrix <- function(d) {
+  cols <- list()
+  for (p in cm$par.set$pars) {
+    ids <- getParamIds(makeParamSet(p), repeated = TRUE, with.nr = TRUE)
+    for (col in ids) {
+      v <- d[[col]]
+      if (p$type %in% c("numeric", "integer", "numericvector", "integervector")) {
+        i <- match(col, ids)
+        lo <- p$lower[min(i, length(p$lower))]
+        hi <- p$upper[min(i, length(p$upper))]
+        u <- if (hi > lo) (as.numeric(v) - lo) / (hi - lo) else rep(0, length(v))
+        u[is.na(u)] <- -1
+        cols[[col]] <- u
+      } else {
+        v <- as.character(v)
+        v[is.na(v)] <- "<inactive>"
+        for (level in unique(v)) cols[[paste(col, level)]] <- as.numeric(v == level)
+      }
+    }
+  }
+  do.call(cbind, cols)
+}
+
+# A copy of the path for one fit: capped (cm_subsample), with `reserve` rows left for pending points.
+cm_fit_path <- function(learner, reserve = 0L) {
+  op <- mlrMBO:::deepCopyOptPath(mlrMBO:::getOptStateOptPath(cm$state))
+  cap <- cm_fit_cap(learner)
+  n <- nrow(op$env$path)
+  allowance <- max(cap - min(reserve, cap %/% 2), 10L)
+  if (n > allowance) {
+    keep <- cm_subsample(op, allowance)
+    op$env$path <- op$env$path[keep, , drop = FALSE]
+    op$env$dob <- op$env$dob[keep]
+    op$env$eol <- op$env$eol[keep]
+  }
+  op
+}
+
+# Trains the surrogate. In async mode kriging re-estimates its hyperparameters (covariance ranges
+# and variance) only when the finished points have grown by 10% since the last estimate; other fits
+# keep them (the trend is still estimated), which is linear algebra only (milliseconds, see
+# cm_fit_cap). Sync mode estimates on every fit, as mbo() does.
+cm_fit <- function(learner, task, n_finished) {
+  if (!cm$sync && cm_is_km(learner) && !is.null(cm$hyper) && n_finished < 1.1 * cm$hyper$n &&
+      !isFALSE(cm$settings$reuse_hyper)) {
+    return(train(setHyperPars(learner, coef.cov = cm$hyper$cov, coef.var = cm$hyper$var), task))
+  }
+  model <- train(learner, task)
+  km <- model$learner.model
+  if (inherits(km, "km")) cm$hyper <- list(cov = km@covariance@range.val, var = km@covariance@sd2, n = n_finished)
+  model
+}
+
+# Fixed-hyperparameter refit (a believed point added), for the sequential believer.
+cm_refit <- function(learner, model, task) {
+  km <- model$learner.model
+  if (inherits(km, "km")) {
+    return(train(setHyperPars(learner, coef.cov = km@covariance@range.val, coef.var = km@covariance@sd2), task))
+  }
+  train(learner, task)
+}
+
+# k points from one surrogate fit on `op` (finished points, and pending ones under their lies). How
+# (settings$batch, async default 'lambdas'): 'lambdas' - one confidence-bound search per lambda,
+# Exp(1) draws for cb (as mlrMBO's multi-point cb), adacb's value times Exp(1) draws for adacb;
+# 'believer' - each point is entered with the model's prediction (refit, hyperparameters kept)
+# before the next is searched, with the criterion's own lambda; 'both' - drawn lambdas and the
+# believer. Criteria outside the cb family always use the believer.
+cm_propose_from <- function(k, op, control, learner) {
+  crit_id <- cm_crit_id(control)
+  task <- mlrMBO:::makeTaskSingleObj(op, control)
+  model <- cm_fit(learner, task, length(cm$raw_y))
+  method <- if (is.null(cm$settings$batch)) "lambdas" else cm$settings$batch
+  lambdas <- NULL
+  if (crit_id %in% c("cb", "adacb") && (k > 1L || isTRUE(cm$settings$random_lambda) || cm$sync)) {
+    lambdas <- stats::rexp(k)
+    if (crit_id == "adacb") lambdas <- cm_adacb_lambda(control) * lambdas
+    if (method == "lambdas") return(cm_propose_lambdas(lambdas, control, op, list(model), list(getTaskData(task))))
+    if (method == "believer") lambdas <- NULL
+  }
+  cm_propose_believed(k, control, op, learner, model, task, lambdas)
+}
+
+# Async: the path (capped) plus the pending points under their lies, one surrogate fit, k points.
 cm_propose_async <- function(k, seed) {
   problem <- mlrMBO:::getOptStateOptProblem(cm$state)
   control1 <- problem$control  # initialized by initSMBO (e.g. the CB lambda chosen for this space)
@@ -933,38 +1046,51 @@ cm_propose_async <- function(k, seed) {
     left <- max(1L, cm$budget - cm$n_design)
     mlrMBO:::setOptStateProgress(cm$state, min(1, (cm$n_proposed + 1) / left))
   }
-  crit_id <- cm_crit_id(control1)
   prop <- tryCatch({
     cm_injected_fault()
-    op <- mlrMBO:::deepCopyOptPath(mlrMBO:::getOptStateOptPath(cm$state))
-    pending <- cm$pending
-    if (length(pending) && !identical(cm$settings$lie, "none")) {
+    pending <- if (identical(cm$settings$lie, "none")) integer(0) else cm$pending
+    op <- cm_fit_path(learner, reserve = length(pending))
+    if (length(pending)) {
+      cap <- cm_fit_cap(learner)
+      if (length(pending) > cap %/% 2) pending <- utils::tail(pending, cap %/% 2)  # the latest ones
       # as mlrMBO's own constant liar does: x and the lie only (a copied path keeps no extras)
       rows <- do.call(rbind, cm$registry[as.character(pending)])
       lies <- tryCatch(cm_lies(rows, op, control1, learner), error = function(e) rep(cm_lie(), nrow(rows)))
       cm_add_rows(op, rows, lies)
     }
-    task <- mlrMBO:::makeTaskSingleObj(op, control1)
-    model <- train(learner, task)
-    if (crit_id %in% c("cb", "adacb") && (k > 1L || isTRUE(cm$settings$random_lambda))) {
-      lambdas <- stats::rexp(k)
-      if (crit_id == "adacb") lambdas <- cm_adacb_lambda(control1) * lambdas
-      cm_propose_lambdas(lambdas, control1, op, list(model), list(getTaskData(task)))
-    } else {
-      cm_propose_believed(k, control1, op, learner, model, task)
-    }
+    cm_propose_from(k, op, control1, learner)
   }, error = function(e) e)
+  cm_to_json(cm_register_proposal(prop, k, control1))
+}
+
+# Sync with more finished points than a fit may take: the same one-fit proposal on a capped path.
+cm_propose_capped <- function(k, seed) {
+  problem <- mlrMBO:::getOptStateOptProblem(cm$state)
+  control1 <- problem$control
+  control1$propose.points <- 1L
+  control1$multipoint.method <- NULL
+  set.seed(seed)
+  prop <- tryCatch({
+    cm_injected_fault()
+    cm_propose_from(k, cm_fit_path(problem$learner), control1, problem$learner)
+  }, error = function(e) e)
+  items <- cm_register_proposal(prop, k, control1)
+  cm_open_batch(vapply(items, function(it) it$id, integer(1)))
+  cm_to_json(items)
+}
+
+cm_register_proposal <- function(prop, k, control) {
   if (inherits(prop, "error")) {
     msg <- conditionMessage(prop)
     cm$log <- c(cm$log, sprintf("surrogate failed (%s); random point%s instead", msg, if (k > 1) "s" else ""))
     items <- cm_random_items(k, msg)
   } else {
     n <- nrow(prop$prop.points)
-    path_extras <- mlrMBO:::getExtras(n = n, prop = prop, train.time = NA_real_, control = control1)
+    path_extras <- mlrMBO:::getExtras(n = n, prop = prop, train.time = NA_real_, control = control)
     items <- cm_register(prop$prop.points, prop$prop.type, cm_proposal_items(prop, n), path_extras)
   }
   cm$n_proposed <- cm$n_proposed + length(items)
-  cm_to_json(items)
+  items
 }
 
 cm_add_rows <- function(op, rows, y) {
@@ -974,11 +1100,14 @@ cm_add_rows <- function(op, rows, y) {
   invisible(op)
 }
 
-# k points from the criterion, each entered with the model's prediction (believer) before the next.
-cm_propose_believed <- function(k, control, op, learner, model, task) {
+# k points from the criterion (or CB with `lambdas`), each entered with the model's prediction
+# (believer) before the next is searched.
+cm_propose_believed <- function(k, control, op, learner, model, task, lambdas = NULL) {
   props <- list()
   for (j in seq_len(k)) {
-    props[[j]] <- mlrMBO:::proposePointsByInfillOptimization(cm$state, control = control, opt.path = op,
+    ctrl <- control
+    if (!is.null(lambdas)) ctrl$infill.crit <- makeMBOInfillCritCB(cb.lambda = lambdas[j])
+    props[[j]] <- mlrMBO:::proposePointsByInfillOptimization(cm$state, control = ctrl, opt.path = op,
                                                              models = list(model), designs = list(getTaskData(task)))
     if (j == k) break
     point <- props[[j]]$prop.points
@@ -987,19 +1116,10 @@ cm_propose_believed <- function(k, control, op, learner, model, task) {
     task <- mlrMBO:::makeTaskSingleObj(op, control)
     model <- cm_refit(learner, model, task)
   }
-  mlrMBO:::joinProposedPoints(props)
-}
-
-# Refit on a task with one more (believed) row. Kriging keeps the hyperparameters it estimated
-# (covariance ranges, variance, trend: only the linear algebra is redone); other learners retrain.
-cm_refit <- function(learner, model, task) {
-  km <- model$learner.model
-  if (inherits(km, "km")) {
-    fixed <- setHyperPars(learner, coef.cov = km@covariance@range.val, coef.var = km@covariance@sd2,
-                          coef.trend = km@trend.coef)
-    return(train(fixed, task))
-  }
-  train(learner, task)
+  prop <- mlrMBO:::joinProposedPoints(props)
+  prop$prop.type <- rep(paste0("infill_", cm_crit_id(control)), k)
+  if (!is.null(lambdas)) prop$multipoint.cb.lambdas <- lambdas
+  prop
 }
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ CRITS = ("default", "cb", "ei", "aei", "eqi", "adacb", "mr", "se")
 LIES = ("best", "mean", "worst", "believer", "none")
 PROFILES = ("mlrmbo", "fast")
 MODES = ("sync", "async")
+# How one fit gives k points (see cm_propose_from in R/candle_mbo.R).
+BATCHES = ("lambdas", "believer", "both")
 # Criteria that can propose several points that run at the same time. Sync batches: mlrMBO's
 # multi-point 'cb' (random lambdas), its constant liar (ei, aei only), and adacb as CB points drawn
 # around its adaptive lambda. Async: pending points enter the surrogate under a lie, which spreads
@@ -61,7 +63,7 @@ def check_settings(settings):
     """Refuse settings that cannot work, before R starts: UsageError naming the option and the choices."""
     for key, choices, option in (("crit", CRITS, "--crit"), ("learner", LEARNERS, "--learner"),
                                  ("lie", LIES, "--lie"), ("profile", PROFILES, "--profile"),
-                                 ("mode", MODES, "--mode")):
+                                 ("mode", MODES, "--mode"), ("batch", BATCHES, "batch")):
         value = settings.get(key)
         if value is not None and value not in choices:
             raise UsageError("%s %s: unknown; choose one of %s" % (option, value, ", ".join(choices)))
@@ -176,6 +178,10 @@ class MBOOptimizer(_RSpace):
     points running at once, i.e. the workers), learner, crit, profile ('mlrmbo' or 'fast'), maximize,
     lie (async: the value assumed for running points), random_lambda (async cb: a fresh Exp(1) lambda
     per point). Criteria that cannot choose several points at once are refused (UsageError).
+    Tuning (benchmarks; defaults are measured, see README "Performance"): batch ('lambdas',
+    'believer', 'both': how one fit gives k points), max_fit_rows (the most rows a fit takes: 200 for
+    kriging, 1000 for forests), reuse_hyper (async kriging keeps its hyperparameters until the results
+    grow by 10%; default true).
     """
 
     name = "mlrMBO"

@@ -302,3 +302,53 @@ def test_random_search_samples_the_same_space():
     optimizer.tell([(proposals[0], None)])
     optimizer.discard(proposals[1:])
     assert optimizer.save("/nonexistent") is None
+
+
+# -- proposal latency: capped fits, hyperparameters kept between estimates ------------------------------------
+def test_a_capped_fit_keeps_the_best_quarter_and_spreads_the_rest():
+    optimizer = mbo(BRANIN_SPACE, mode="async", max_fit_rows=12)
+    design = optimizer.design(40, 1)
+    values = [branin(p) for p in design]
+    optimizer.tell(list(zip(design, values)))
+    kept = list(optimizer._r.r("function(env) { op <- env$cm_fit_path(env$cm$learner, 0L); "
+                                "op$env$path$cm_objective }")(optimizer._env))
+    assert len(kept) == 12
+    assert sorted(values)[:3] == sorted(kept)[:3]  # the best quarter of the allowance
+    proposals = optimizer.propose(3, 2)
+    assert {p.prop_type for p in proposals} == {"infill_cb"}
+
+
+def test_a_sync_search_past_the_cap_still_proposes_batches():
+    optimizer = mbo(BRANIN_SPACE, max_fit_rows=10, propose_points=3)
+    design = optimizer.design(12, 1)
+    optimizer.tell([(p, branin(p)) for p in design])
+    batch = optimizer.propose(3, 2)
+    assert [p.prop_type for p in batch] == ["infill_cb"] * 3 and len({p.info["lambda"] for p in batch}) == 3
+    optimizer.tell([(p, branin(p)) for p in batch])
+    assert len(path_y(optimizer)) == 15
+
+
+def test_async_kriging_estimates_again_only_after_ten_percent_more_results():
+    optimizer = mbo(BRANIN_SPACE, mode="async", propose_points=4)
+    design = optimizer.design(20, 1)
+    optimizer.tell([(p, branin(p)) for p in design])
+    estimated_at = lambda: int(optimizer._env["cm"]["hyper"].rx2("n")[0])  # noqa: E731
+    first = optimizer.propose(1, 2)
+    assert estimated_at() == 20
+    optimizer.tell([(first[0], branin(first[0]))])
+    second = optimizer.propose(1, 3)
+    assert estimated_at() == 20  # 21 results: hyperparameters kept
+    optimizer.tell([(second[0], branin(second[0]))])
+    optimizer.propose(1, 4)
+    assert estimated_at() == 22  # 10% more: estimated again
+
+
+@pytest.mark.parametrize("batch", ["believer", "both"])
+def test_the_sequential_believer_spreads_a_batch_too(batch):
+    optimizer = mbo(BRANIN_SPACE, mode="async", propose_points=4, batch=batch, random_lambda=True)
+    design = optimizer.design(8, 1)
+    optimizer.tell([(p, branin(p)) for p in design])
+    proposals = optimizer.propose(4, 2)
+    assert [p.prop_type for p in proposals] == ["infill_cb"] * 4
+    assert len({(p.x["x1"], p.x["x2"]) for p in proposals}) == 4
+    assert ("lambda" in proposals[0].info) == (batch == "both")
