@@ -73,3 +73,20 @@ def test_a_criterion_that_cannot_batch_exits_2_before_anything_runs(tmp_path):
     assert result.returncode == 2, describe(result)
     assert "error: --crit eqi cannot choose several points at once" in result.stderr + result.stdout
     assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text()
+
+
+def test_sync_proposals_with_constants_and_vectors_equal_plain_mbo(tmp_path):
+    """The reference check on the space as searched (constants out, the discrete vector split)."""
+    import subprocess
+
+    from conftest import ROOT
+
+    out = tmp_path / "out"
+    result = hpo(out, "uno_quick.py", "uno_quick_space.R", "--mode", "sync", "--budget", 14, "--design-size", 8,
+                 "--propose-points", 2, "--seed", 11, "--default-model",
+                 os.path.join(FIXTURES, "uno_quick_healthy.txt"))
+    assert result.returncode == 0, describe(result)
+    check = subprocess.run(["Rscript", os.path.join(ROOT, "R", "mbo_reference.R"), str(out)], capture_output=True,
+                           text=True, timeout=600)
+    report = json.loads(check.stdout.strip().splitlines()[-1])
+    assert check.returncode == 0 and report["equal"] is True and report["points"] == 6, (report, check.stderr[-2000:])
