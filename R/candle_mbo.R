@@ -340,8 +340,8 @@ cm_setup <- function(space_path, settings_json) {
   }
   cm$columns <- getParamIds(ps, repeated = TRUE, with.nr = TRUE)
   cm$template <- cm_template(ps)
-  cm$registry <- list()    # id -> untransformed row
-  cm$extras <- list()      # id -> the path extras its row enters the path with
+  cm$registry <- new.env(hash = TRUE)  # id -> untransformed row, while the point is pending or in a batch
+  cm$extras <- new.env(hash = TRUE)    # id -> the path extras its row enters the path with
   cm$pending <- integer(0) # ids handed out, neither told nor discarded
   cm$batch <- NULL         # sync: the open step, list(ids, y, told)
   cm$next_id <- 0L
@@ -411,6 +411,21 @@ cm_register <- function(df, prop_type, extra = NULL, path_extras = NULL) {
     out[[i]] <- item
   }
   out
+}
+
+# The registered rows of `ids`, in order, as one data frame.
+cm_rows <- function(ids) {
+  rows <- mget(as.character(ids), envir = cm$registry)
+  out <- do.call(rbind, rows)
+  rownames(out) <- NULL
+  out
+}
+
+# Points that left the registry's care (entered the path, or discarded).
+cm_forget <- function(ids) {
+  keys <- as.character(ids)
+  rm(list = intersect(keys, ls(cm$registry)), envir = cm$registry)
+  rm(list = intersect(keys, ls(cm$extras)), envir = cm$extras)
 }
 
 # The untransformed row as a flat list (levels as names, NA as null): stored with each result.
@@ -589,9 +604,8 @@ cm_close_batch <- function() {
   cm$batch <- NULL
   if (is.null(b) || !any(b$told)) return(invisible())
   ids <- b$ids[b$told]
-  cm_commit(do.call(rbind, cm$registry[as.character(ids)]), b$y[b$told],
-            lapply(ids, function(id) cm$extras[[as.character(id)]]))
-  for (id in ids) cm$extras[[as.character(id)]] <- NULL
+  cm_commit(cm_rows(ids), b$y[b$told], lapply(ids, function(id) cm$extras[[as.character(id)]]))
+  cm_forget(c(ids, b$ids[!b$told & !b$ids %in% cm$pending]))
   invisible()
 }
 
@@ -683,8 +697,9 @@ cm_tell <- function(items_json) {
     if (!is.null(it$id)) {
       id <- as.integer(it$id)
       key <- as.character(id)
-      if (is.null(cm$registry[[key]])) stop(sprintf("unknown point id %s", id), call. = FALSE)
-      if (!id %in% cm$pending) stop(sprintf("point %s was told or discarded already", id), call. = FALSE)
+      if (is.null(cm$registry[[key]]) || !id %in% cm$pending) {
+        stop(sprintf("point %s is unknown, or was told or discarded already", id), call. = FALSE)
+      }
       cm$pending <- setdiff(cm$pending, id)
       slot <- if (!is.null(cm$batch)) match(id, cm$batch$ids) else NA_integer_
       if (!is.na(slot)) {
@@ -694,7 +709,7 @@ cm_tell <- function(items_json) {
       }
       loose_x[[length(loose_x) + 1L]] <- cm$registry[[key]]
       loose_extras[length(loose_extras) + 1L] <- list(cm$extras[[key]])
-      cm$extras[[key]] <- NULL
+      cm_forget(id)
     } else {
       loose_x[[length(loose_x) + 1L]] <- cm_row_from_x(it$x)
       loose_extras[length(loose_extras) + 1L] <- list(NULL)
@@ -722,12 +737,12 @@ cm_adopt <- function(x_json) {
 cm_discard <- function(ids_json) {
   ids <- as.integer(unlist(jsonlite::fromJSON(ids_json)))
   cm$pending <- setdiff(cm$pending, ids)
-  for (id in ids) cm$extras[[as.character(id)]] <- NULL
   if (!is.null(cm$batch)) {
     keep <- !cm$batch$ids %in% ids | cm$batch$told
     cm$batch <- list(ids = cm$batch$ids[keep], y = cm$batch$y[keep], told = cm$batch$told[keep])
     if (all(cm$batch$told)) cm_close_batch()
   }
+  cm_forget(setdiff(ids, if (is.null(cm$batch)) integer(0) else cm$batch$ids))
   TRUE
 }
 
@@ -780,7 +795,7 @@ cm_restore <- function(items_json) {
     } else if (length(told_ids)) {
       cm$pending <- setdiff(cm$pending, told_ids)
       cm_commit(x[!running, , drop = FALSE], ys, lapply(told_ids, function(id) cm$extras[[as.character(id)]]))
-      for (id in told_ids) cm$extras[[as.character(id)]] <- NULL
+      cm_forget(told_ids)
     }
     running_out <- c(running_out, items_here[running])
   }
@@ -858,6 +873,7 @@ cm_propose <- function(k, seed) {
   if (is.null(cm$state)) {
     return(cm_random(k, seed, "no successful run yet: the surrogate cannot be fitted"))
   }
+  if (!cm$sync && cm_finite_count() < cm_warmup()) return(cm_random(k, seed, ""))
   if (!cm$sync) return(cm_propose_async(k, seed))
   problem <- mlrMBO:::getOptStateOptProblem(cm$state)
   if (length(cm$raw_y) > cm_fit_cap(problem$learner)) return(cm_propose_capped(k, seed))
@@ -886,6 +902,19 @@ cm_propose <- function(k, seed) {
   cm$n_proposed <- cm$n_proposed + length(items)
   cm_open_batch(vapply(items, function(it) it$id, integer(1)))
   cm_to_json(items)
+}
+
+# Async: results that must have succeeded before the surrogate proposes (a kriging fit on two or
+# three points mostly proposes the corners): settings$warmup, else half the design (at least 2).
+# Until then propose() gives random points (prop_type 'random').
+cm_warmup <- function() {
+  if (!is.null(cm$settings$warmup)) return(as.integer(cm$settings$warmup))
+  if (is.na(cm$n_design)) 2L else max(2L, as.integer(ceiling(cm$n_design / 2)))
+}
+
+cm_finite_count <- function() {
+  y <- cm$raw_y
+  sum(is.finite(y) & abs(y) <= cm_diverged)
 }
 
 cm_path_y <- function() {
@@ -1054,7 +1083,7 @@ cm_propose_async <- function(k, seed) {
       cap <- cm_fit_cap(learner)
       if (length(pending) > cap %/% 2) pending <- utils::tail(pending, cap %/% 2)  # the latest ones
       # as mlrMBO's own constant liar does: x and the lie only (a copied path keeps no extras)
-      rows <- do.call(rbind, cm$registry[as.character(pending)])
+      rows <- cm_rows(pending)
       lies <- tryCatch(cm_lies(rows, op, control1, learner), error = function(e) rep(cm_lie(), nrow(rows)))
       cm_add_rows(op, rows, lies)
     }
@@ -1149,7 +1178,7 @@ cm_save_path <- function(file) {
 # The design rows (untransformed), for R/mbo_reference.R (the HPO workflow before the task journal).
 cm_save_design <- function(ids_json, file) {
   ids <- jsonlite::fromJSON(ids_json)
-  design <- do.call(rbind, cm$registry[as.character(ids)])
+  design <- cm_rows(ids)
   rownames(design) <- NULL
   saveRDS(design, file)
   TRUE

@@ -352,3 +352,12 @@ def test_the_sequential_believer_spreads_a_batch_too(batch):
     assert [p.prop_type for p in proposals] == ["infill_cb"] * 4
     assert len({(p.x["x1"], p.x["x2"]) for p in proposals}) == 4
     assert ("lambda" in proposals[0].info) == (batch == "both")
+
+
+def test_async_proposals_wait_for_half_the_design_to_succeed():
+    optimizer = mbo(BRANIN_SPACE, mode="async", propose_points=4)
+    design = optimizer.design(8, 1)
+    optimizer.tell([(design[0], branin(design[0])), (design[1], None), (design[2], branin(design[2]))])
+    assert [p.prop_type for p in optimizer.propose(2, 2)] == ["random", "random"]  # 2 of the 4 needed
+    optimizer.tell([(p, branin(p)) for p in design[3:5]])
+    assert [p.prop_type for p in optimizer.propose(1, 3)] == ["infill_cb"]
