@@ -180,7 +180,7 @@ class MBOOptimizer(_RSpace):
     per point). Criteria that cannot choose several points at once are refused (UsageError).
     Tuning (benchmarks; defaults are measured, see README "Performance"): batch ('lambdas',
     'believer', 'both': how one fit gives k points), max_fit_rows (the most rows a fit takes: 200 for
-    kriging, 1000 for forests), reuse_hyper (async kriging keeps its hyperparameters until the results
+    kriging, 300 for forests), reuse_hyper (async kriging keeps its hyperparameters until the results
     grow by 10%; default true).
     """
 

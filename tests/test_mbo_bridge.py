@@ -305,7 +305,7 @@ def test_random_search_samples_the_same_space():
 
 
 # -- proposal latency: capped fits, hyperparameters kept between estimates ------------------------------------
-def test_a_capped_fit_keeps_the_best_quarter_and_spreads_the_rest():
+def test_a_capped_fit_keeps_the_best_half_and_spreads_the_rest():
     optimizer = mbo(BRANIN_SPACE, mode="async", max_fit_rows=12)
     design = optimizer.design(40, 1)
     values = [branin(p) for p in design]
@@ -313,7 +313,8 @@ def test_a_capped_fit_keeps_the_best_quarter_and_spreads_the_rest():
     kept = list(optimizer._r.r("function(env) { op <- env$cm_fit_path(env$cm$learner, 0L); "
                                 "op$env$path$cm_objective }")(optimizer._env))
     assert len(kept) == 12
-    assert sorted(values)[:3] == sorted(kept)[:3]  # the best quarter of the allowance
+    assert sorted(values)[:6] == sorted(kept)[:6]  # the best half of the allowance
+    assert max(kept) > sorted(values)[20]  # the rest spreads over the space, bad regions included
     proposals = optimizer.propose(3, 2)
     assert {p.prop_type for p in proposals} == {"infill_cb"}
 
