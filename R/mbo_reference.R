@@ -3,8 +3,9 @@
 #
 #   Rscript R/mbo_reference.R EXPERIMENT_DIR
 #
-# It reads the experiment's mbo_settings.json, design.rds (the exact design rows) and results.jsonl,
-# then runs mbo() on the same problem. mbo()'s objective function looks the point up among the
+# It reads the experiment's mbo_settings.json, the exact design rows (design.rds, or the design saved
+# in mlrmbo_opt_path.rds) and results.jsonl, then runs mbo() on the same problem: the space as
+# candle_mbo searches it (constants out, discrete vectors split, see cm_searched_space). mbo()'s objective function looks the point up among the
 # experiment's results (so no objective is computed twice) and, after the last point of each batch,
 # seeds R the way candle_mbo does before each proposal batch i: set.seed(proposal_seed(seed, i)).
 # It prints one JSON object: {"equal": true/false, "batches": n, "points": n, "first_mismatch": ...}
@@ -21,15 +22,20 @@ script_dir <- dirname(normalizePath(sub("^--file=", "", grep("^--file=", command
 source(file.path(script_dir, "candle_mbo.R"))
 cm_check_packages()
 
-settings <- jsonlite::fromJSON(file.path(exp_dir, "mbo_settings.json"), simplifyVector = TRUE)
-design <- readRDS(file.path(exp_dir, "design.rds"))
+settings_file <- file.path(exp_dir, "mbo_settings.json")
+settings <- jsonlite::fromJSON(settings_file, simplifyVector = TRUE)
+design_file <- file.path(exp_dir, "design.rds")
+design <- if (file.exists(design_file)) readRDS(design_file) else readRDS(file.path(exp_dir, "mlrmbo_opt_path.rds"))$design
+design[[cm_y_name]] <- NULL
 lines <- readLines(file.path(exp_dir, "results.jsonl"), warn = FALSE)
 records <- lapply(lines[nzchar(lines)], jsonlite::fromJSON, simplifyVector = FALSE)
 run_number <- function(r) as.integer(sub("^run-", "", r$run_id))
 records <- records[order(vapply(records, run_number, integer(1)))]
-proposals <- Filter(function(r) r$iteration > 0, records)
+step_of <- function(r) if (!is.null(r$step)) r$step else r$iteration
+proposals <- Filter(function(r) step_of(r) > 0, records)
 
-ps <- cm_load_space(settings$space)
+invisible(cm_setup(settings$space, paste(readLines(settings_file, warn = FALSE), collapse = "\n")))
+ps <- cm$par.set
 k <- as.integer(settings$propose_points)
 n_batches <- ceiling(length(proposals) / k)
 settings$iters <- n_batches
@@ -46,7 +52,13 @@ same_value <- function(a, b) {
   all(as.character(a) == as.character(b))
 }
 
+# x: a point of the searched space (trafo applied); split vectors joined before comparing
 same_point <- function(x, params) {
+  for (id in names(cm$split)) {
+    parts <- x[cm$split[[id]]]
+    x[cm$split[[id]]] <- NULL
+    x[[id]] <- unlist(parts)
+  }
   for (id in names(x)) {
     if (!same_value(x[[id]], params[[id]])) return(FALSE)
   }

@@ -1,9 +1,10 @@
-"""The mlrMBO optimizer: a thin rpy2 bridge to R/candle_mbo.R.
+"""The optimizers behind ``candle_mbo.optimizer``'s contract: mlrMBO, and random search over the same space.
 
-Only the process that runs the optimizer imports this module (and so rpy2 and R); workers never do.
-Every call crosses the boundary as a JSON string or a plain number; the logic lives in R/candle_mbo.R.
-All calls must come from one thread (R is single-threaded): the HPO workflow runs them on its
-optimizer thread.
+A thin rpy2 bridge to R/candle_mbo.R. Only the process that runs an optimizer imports this module (and
+so rpy2 and R); workers never do. Every call crosses the boundary as a JSON string or a plain number;
+the logic lives in R. All calls must come from one thread (R is single-threaded). Each optimizer sources
+the R code into an environment of its own, so several optimizers in one process are independent (they
+share R's random number generator, which every seeded call sets first).
 """
 
 import json
@@ -20,6 +21,19 @@ LEARNERS = ("default", "rf", "km", "ranger")
 CRITS = ("default", "cb", "ei", "aei", "eqi", "adacb", "mr", "se")
 LIES = ("best", "mean", "worst", "believer", "none")
 PROFILES = ("mlrmbo", "fast")
+MODES = ("sync", "async")
+# How one fit gives k points (see cm_propose_from in R/candle_mbo.R).
+BATCHES = ("lambdas", "believer", "both")
+# Criteria that can propose several points that run at the same time. Sync batches: mlrMBO's
+# multi-point 'cb' (random lambdas), its constant liar (ei, aei only), and adacb as CB points drawn
+# around its adaptive lambda. Async: pending points enter the surrogate under a lie, which spreads
+# every criterion except the mean response (mr ignores uncertainty, so it proposes a running point
+# again).
+BATCH_CRITS = {"sync": ("default", "cb", "adacb", "ei", "aei"),
+               "async": ("default", "cb", "adacb", "ei", "aei", "eqi", "se")}
+CRIT_HELP = ("infill criterion: default (mlrMBO's confidence bound, cb), cb, adacb (cb whose lambda moves from "
+             "exploring to exploiting over the budget), ei, aei (expected improvement; sync batches use mlrMBO's "
+             "constant liar), eqi and se (async mode, or one point per batch), mr (one worker only)")
 
 
 class RError(RuntimeError):
@@ -45,14 +59,31 @@ def _start_r():
     return robjects
 
 
-class MBOOptimizer(Optimizer):
-    """mlrMBO through its human-in-the-loop API (see R/candle_mbo.R for what each step does).
+def check_settings(settings):
+    """Refuse settings that cannot work, before R starts: UsageError naming the option and the choices."""
+    for key, choices, option in (("crit", CRITS, "--crit"), ("learner", LEARNERS, "--learner"),
+                                 ("lie", LIES, "--lie"), ("profile", PROFILES, "--profile"),
+                                 ("mode", MODES, "--mode"), ("batch", BATCHES, "batch")):
+        value = settings.get(key)
+        if value is not None and value not in choices:
+            raise UsageError("%s %s: unknown; choose one of %s" % (option, value, ", ".join(choices)))
+    k = int(settings.get("propose_points") or 1)
+    mode = settings.get("mode") or "sync"
+    crit = settings.get("crit") or "default"
+    if k > 1 and crit not in BATCH_CRITS[mode]:
+        if mode == "sync":
+            where = ("sync mode proposes batches of %d points (--propose-points, default: the number of workers)"
+                     % k)
+            hint = "; or --propose-points 1" + ("" if crit == "mr" else ", or --mode async")
+        else:
+            where = "async mode with %d points running at once (one per worker)" % k
+            hint = "; mr suits a single worker"
+        raise UsageError("--crit %s cannot choose several points at once: %s; choose one of %s%s"
+                         % (crit, where, ", ".join(BATCH_CRITS[mode]), hint))
 
-    ``settings``: propose_points, learner, crit, profile, maximize, mode ('sync'/'async'), lie,
-    random_lambda.
-    """
 
-    name = "mlrMBO"
+class _RSpace(Optimizer):
+    """What both optimizers share: the space loaded by R, the point registry, tell/adopt/discard/restore."""
 
     def __init__(self, space_file, settings):
         self.space_file = os.path.abspath(space_file)
@@ -65,7 +96,8 @@ class MBOOptimizer(Optimizer):
             self.space = json.loads(self._call("cm_setup", self.space_file, json.dumps(self.settings)))
         except RError as exc:
             raise UsageError(str(exc)) from None
-        self._proposals = {}
+        if not self.space.get("constants"):
+            self.space["constants"] = {}
 
     def _call(self, name, *args):
         from rpy2.rinterface_lib.embedded import RRuntimeError
@@ -80,16 +112,11 @@ class MBOOptimizer(Optimizer):
         out = []
         for item in json.loads(text):
             info = {k: item[k] for k in ("crit", "lambda", "error") if item.get(k) is not None}
-            proposal = Proposal(item["id"], item["x"], item["params"], item["prop_type"], info)
-            self._proposals[proposal.id] = proposal
-            out.append(proposal)
+            out.append(Proposal(item["id"], item["x"], item["params"], item["prop_type"], info))
         return out
 
-    def initial_design(self, n, seed):
+    def design(self, n, seed):
         return self._points(self._call("cm_design", int(n), int(seed)))
-
-    def propose(self, k, seed):
-        return self._points(self._call("cm_propose", int(k), int(seed)))
 
     def tell(self, results):
         items = []
@@ -97,22 +124,74 @@ class MBOOptimizer(Optimizer):
             value = None if y is None else float(y)
             if isinstance(point, Proposal):
                 items.append({"id": point.id, "y": value})
-                self._proposals.pop(point.id, None)
             else:
                 items.append({"x": point, "y": value})
         if not items:
             return []
         return json.loads(self._call("cm_tell", json.dumps(items)))
 
+    def adopt(self, x):
+        return self._points("[%s]" % self._call("cm_adopt", json.dumps(x)))[0]
+
+    def discard(self, proposals):
+        ids = [p.id for p in proposals]
+        if ids:
+            self._call("cm_discard", json.dumps(ids))
+
+    def restore(self, items):
+        if items and isinstance(items[0], (tuple, list)):
+            # the HPO workflow before the task journal: [(x, y)] of finished runs, design first
+            # TODO(lead): remove with the old hpo.py
+            items = [{"x": x, "y": y, "step": 0} for x, y in items]
+        if not items:
+            return []
+        plain = [{"x": it["x"], "y": None if it.get("y") is None else float(it["y"]), "step": it.get("step") or 0,
+                  "prop_type": it.get("prop_type") or "initdesign", "info": it.get("info") or {},
+                  "running": bool(it.get("running"))} for it in items]
+        return self._points(self._call("cm_restore", json.dumps(plain)))
+
+    def set_budget(self, evaluations):
+        self._call("cm_set_budget", int(evaluations))
+
     def messages(self):
         return json.loads(self._call("cm_take_log"))
-
-    def random_points(self, k, seed):
-        return self._points(self._call("cm_random", int(k), int(seed), ""))
 
     def versions(self):
         """Versions of the R packages behind the optimizer (recorded in experiment.yaml)."""
         return str(self._call("cm_versions"))
+
+    # -- the HPO workflow before the task journal (hpo.py); TODO(lead): remove with it --------------
+    def initial_design(self, n, seed):
+        return self.design(n, seed)
+
+    def random_points(self, k, seed):
+        return self._points(self._call("cm_random", int(k), int(seed), ""))
+
+    def save_design(self, proposals, path):
+        self._call("cm_save_design", json.dumps([p.id for p in proposals]), path)
+
+
+class MBOOptimizer(_RSpace):
+    """mlrMBO through its human-in-the-loop API (see R/candle_mbo.R for what each step does).
+
+    ``settings``: mode ('sync' or 'async'), propose_points (sync: points per batch; async: the most
+    points running at once, i.e. the workers), learner, crit, profile ('mlrmbo' or 'fast'), maximize,
+    lie (async: the value assumed for running points), random_lambda (async cb: a fresh Exp(1) lambda
+    per point). Criteria that cannot choose several points at once are refused (UsageError).
+    Tuning (benchmarks; defaults are measured, see README "Performance"): batch ('lambdas',
+    'believer', 'both': how one fit gives k points), max_fit_rows (the most rows a fit takes: 200 for
+    kriging, 300 for forests), reuse_hyper (async kriging keeps its hyperparameters until the results
+    grow by 10%; default true).
+    """
+
+    name = "mlrMBO"
+
+    def __init__(self, space_file, settings):
+        check_settings(settings)
+        super().__init__(space_file, dict(settings, optimizer="mbo"))
+
+    def propose(self, k, seed):
+        return self._points(self._call("cm_propose", int(k), int(seed)))
 
     def save(self, folder):
         path = os.path.join(folder, "mlrmbo_opt_path.rds")
@@ -120,8 +199,32 @@ class MBOOptimizer(Optimizer):
             return path
         return None
 
-    def save_design(self, proposals, path):
-        self._call("cm_save_design", json.dumps([p.id for p in proposals]), path)
+
+class RandomSearch(_RSpace):
+    """Random search over the same space (ParamHelpers' sampler, constants and trafos as for mlrMBO).
+
+    The design is the same Latin hypercube as mlrMBO's; each proposal is a uniform random point.
+    ``settings`` needs nothing (mode is accepted for symmetry).
+    """
+
+    name = "random"
+
+    def __init__(self, space_file, settings=None):
+        settings = dict(settings or {})
+        settings.setdefault("mode", "sync")
+        super().__init__(space_file, dict(settings, optimizer="random", propose_points=1))
+
+    def propose(self, k, seed):
+        return self._points(self._call("cm_random", int(k), int(seed), ""))
+
+
+def make_optimizer(kind, space_file, settings):
+    """``--optimizer mbo|random``: the optimizer for ``kind``."""
+    if kind == "random":
+        return RandomSearch(space_file, settings)
+    if kind == "mbo":
+        return MBOOptimizer(space_file, settings)
+    raise UsageError("--optimizer %s: unknown; choose one of mbo, random" % kind)
 
 
 def _r_message(exc):

@@ -1,21 +1,57 @@
 """The optimizer contract: ask/tell, and nothing about MPI.
 
 An optimizer hands out ``Proposal`` objects and is told their outcomes. It owns nothing durable: the
-experiment's results log is the source of truth, and ``restore()`` rebuilds an optimizer from it.
+task journal is the source of truth, and ``restore()`` rebuilds an optimizer from it. All calls come
+from one thread. Two implementations exist, both in ``candle_mbo.mbo`` (both load the ParamHelpers
+space through R): ``MBOOptimizer`` (mlrMBO) and ``RandomSearch`` (``--optimizer random``).
 
-Contract:
-- ``initial_design(n, seed)`` and ``propose(k, seed)`` return Proposals whose ``params`` are plain
-  Python values ready for ``run()`` (transformations applied, inactive parameters left out) and whose
-  ``x`` is the untransformed point the optimizer needs back.
-- ``tell(results)`` takes ``[(proposal_or_x, y)]`` with ``y`` a finite float, or None for a run that
-  did not produce one (failed, timeout, crashed). The optimizer decides how to count those; it must
-  never feed a non-finite value to its model.
-- Proposals that were handed out and not yet told are *pending*; an optimizer may use them (async
-  proposals avoid piling onto running points).
+Attributes and methods:
+
+``space``
+    The space as the optimizer sees it: ``ids`` (every parameter of the space file, in order),
+    ``searched`` (those searched: constants left out), ``columns`` (the keys of a point ``x``: searched
+    parameters, vectors element-wise), ``constants`` ({id: value run() receives}), ``dims`` (searched
+    dimensions), ``max_levels`` (most levels of a searched discrete parameter), ``params`` (one
+    description per parameter), ``numeric_only``, ``has_requires``, ``has_forbidden``.
+``design(n, seed) -> [Proposal]``
+    The initial design: a Latin hypercube in which every level of every discrete and logical
+    parameter appears (step 0).
+``propose(k, seed) -> [Proposal]``
+    ``k`` points; one surrogate fit serves the ``k`` where the method allows it. Pending points (handed
+    out, neither told nor discarded: own proposals and adopted points) are taken into account.
+``tell([(Proposal | x dict, y | None)]) -> [float | None]``
+    Results; ``y`` None for a run that produced no value (failed, timeout, crashed). Returns the values
+    the surrogate receives for them now (a failure is re-imputed before every fit; None while no run
+    has succeeded). A Proposal is told once; an x dict (a point never handed out here) is just data.
+``adopt(x) -> Proposal``
+    Registers a point made elsewhere (a point another master proposed and is running) as pending;
+    tell it later through the returned Proposal.
+``discard([Proposal])``
+    Proposals that will never run (budget reached, job ending): no longer pending.
+``restore(items) -> [Proposal]``
+    Resume. ``items``: the journal's tasks in dispatch order, each ``{"x", "y" (None: failed),
+    "step", "prop_type", "info", "running"}``; ``running`` true for a task dispatched and not
+    finished (it runs again). Rule: items are grouped by step (dispatch order kept within a step);
+    step 0 is the design (mlrMBO's initSMBO design); each later step enters the optimization path as
+    one loop, in dispatch order, with the extras its proposal had (``prop_type``, ``info``). In sync
+    mode the last step, when it has running items, stays open and enters the path (dispatch order)
+    once they are told. So a seeded sync search resumed after a kill proposes the same next points
+    as the uninterrupted one. Returns the running items as pending Proposals, in the given order.
+``set_budget(evaluations)``
+    How many evaluations the search makes in all, design included (``--iterations`` applied): the
+    progress adaptive criteria (adacb) use. Without it, progress stays near 0.
+``messages() -> [str]``, ``versions() -> str``, ``save(folder) -> path | None``, ``close()``
+
+``Proposal``: ``id`` (the optimizer's own), ``x`` (the untransformed point, keys ``space["columns"]``),
+``params`` (what run() receives: trafo applied, inactive parameters left out, constants put back,
+plain Python values: whole-valued parameters as int, vectors as lists), ``prop_type`` ('initdesign',
+'infill_<crit>', 'random', 'random_fallback', 'adopted'), ``info`` (``crit``, ``lambda``, ``error``).
 """
 
 import dataclasses
-import random
+
+# What a proposal type says about where a point came from (the summary's counts).
+DESIGN, MODEL, RANDOM, FALLBACK = "design", "model-based", "random", "random fallback"
 
 
 @dataclasses.dataclass
@@ -33,71 +69,59 @@ class Optimizer:
     """Base class (see the module docstring for the contract)."""
 
     name = "optimizer"
+    space = None
 
-    def initial_design(self, n, seed):
+    def design(self, n, seed):
         raise NotImplementedError
 
     def propose(self, k, seed):
         raise NotImplementedError
 
     def tell(self, results):
-        """Feed back ``[(Proposal or raw x dict, y or None)]``; returns the values the model received."""
         raise NotImplementedError
 
-    def restore(self, results):
-        """Rebuild state from finished results of an earlier run: ``[(raw x dict, y or None)]``."""
-        return self.tell(results)
+    def adopt(self, x):
+        raise NotImplementedError
+
+    def discard(self, proposals):
+        raise NotImplementedError
+
+    def restore(self, items):
+        raise NotImplementedError
+
+    def set_budget(self, evaluations):
+        """Optional: optimizers without progress-driven behaviour ignore it."""
 
     def messages(self):
         """Notes for the log (fallbacks taken, ...) since the last call."""
         return []
 
+    def versions(self):
+        return ""
+
     def save(self, folder):
-        """Write the optimizer's own record of the search into ``folder`` (optional)."""
+        """Write the optimizer's own record of the search into ``folder`` (optional); return its path."""
+        return None
 
     def close(self):
         pass
 
 
-class RandomOptimizer(Optimizer):
-    """Uniform random search over a simple space: ``{name: (low, high) | [choices]}``.
+def origin(prop_type):
+    """Where a point came from, for the summary: design, model-based, random (search) or random fallback."""
+    if prop_type in ("initdesign", None):
+        return DESIGN
+    if prop_type == "random":
+        return RANDOM
+    if prop_type == "random_fallback":
+        return FALLBACK
+    return MODEL
 
-    A test double with no R behind it, and the baseline of the quality benchmark's plain-Python runs.
-    """
 
-    name = "random"
-
-    def __init__(self, space):
-        self.space = dict(space)
-        self._next = 0
-
-    def _point(self, rng):
-        point = {}
-        for name, spec in self.space.items():
-            if isinstance(spec, tuple):
-                low, high = spec
-                if isinstance(low, int) and isinstance(high, int):
-                    point[name] = rng.randint(low, high)
-                else:
-                    point[name] = rng.uniform(low, high)
-            else:
-                point[name] = rng.choice(list(spec))
-        return point
-
-    def _proposals(self, k, seed, prop_type):
-        rng = random.Random(seed)
-        out = []
-        for _ in range(k):
-            self._next += 1
-            point = self._point(rng)
-            out.append(Proposal(self._next, dict(point), dict(point), prop_type))
-        return out
-
-    def initial_design(self, n, seed):
-        return self._proposals(n, seed, "initdesign")
-
-    def propose(self, k, seed):
-        return self._proposals(k, seed, "random")
-
-    def tell(self, results):
-        return [y for _, y in results]
+def small_budget_note(budget, design_size):
+    """A warning when fewer than a third of the evaluations can be model-based, else None."""
+    model_based = max(0, budget - design_size)
+    if model_based * 3 >= budget:
+        return None
+    return ("only %d of the %d evaluations will be model-based (the design takes %d); raise --budget or lower "
+            "--design-size for the surrogate to matter" % (model_based, budget, design_size))

@@ -114,6 +114,12 @@ def objective_from(returned, key="val_loss", reduction="last"):
     Accepts a Keras-History-like object (``.history`` dict), a dict of lists, a dict of scalars, a plain
     number, or CANDLE's ``(val_scores, infer_scores)`` tuple. Returns ``(objective, history, extra)``;
     objective is None when run() returned None. Raises ValueError with a message for the user otherwise.
+
+    Non-finite values (NaN, +-Inf: a diverged epoch) follow one rule. With ``min`` or ``max`` the
+    reduction runs over the finite epochs only (a NaN in epoch 3 neither wins nor hides epoch 5); the
+    run fails when no epoch is finite. With ``last`` the last epoch is the objective, so a non-finite
+    last epoch fails the run (the model as trained is diverged, whatever earlier epochs reached). A
+    single number (or a dict of scalars) that is not finite fails the run.
     """
     extra = None
     if returned is None:
@@ -140,15 +146,20 @@ def objective_from(returned, key="val_loss", reduction="last"):
         if not _is_number(value):
             raise ValueError("the history's '%s' holds %r, not a number" % (key, value))
         numbers.append(_to_float(value))
+    return _reduce(numbers, key, reduction), history, _plain(extra)
+
+
+def _reduce(numbers, key, reduction):
+    """The objective from a history's values by the rule of objective_from's docstring."""
     if reduction == "last":
-        objective = numbers[-1]
-    elif reduction == "min":
-        objective = min(numbers)
-    elif reduction == "max":
-        objective = max(numbers)
-    else:
+        return _finite(numbers[-1], "the last '%s' (epoch %d of %d)" % (key, len(numbers), len(numbers)))
+    if reduction not in ("min", "max"):
         raise ValueError("unknown reduction %r; choose one of %s" % (reduction, ", ".join(REDUCTIONS)))
-    return _finite(objective, "'%s' (%s)" % (key, reduction)), history, _plain(extra)
+    finite = [v for v in numbers if math.isfinite(v)]
+    if not finite:
+        raise ValueError("every '%s' value is non-finite (%s), no %s to take"
+                         % (key, ", ".join(sorted({str(v) for v in numbers})), reduction))
+    return min(finite) if reduction == "min" else max(finite)
 
 
 def _finite(value, what):
