@@ -29,6 +29,7 @@ design <- if (file.exists(design_file)) readRDS(design_file) else readRDS(file.p
 design[[cm_y_name]] <- NULL
 lines <- readLines(file.path(exp_dir, "results.jsonl"), warn = FALSE)
 records <- lapply(lines[nzchar(lines)], jsonlite::fromJSON, simplifyVector = FALSE)
+records <- Filter(function(r) !is.null(r$status) && is.null(r$event), records)  # run records, not journal events
 run_number <- function(r) as.integer(sub("^run-", "", r$run_id))
 records <- records[order(vapply(records, run_number, integer(1)))]
 step_of <- function(r) if (!is.null(r$step)) r$step else r$iteration

@@ -26,7 +26,8 @@ from . import cli, job
 from ._fileio import write_json_atomic
 from .errors import UsageError
 from .masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
-from .mbo import CRITS, LEARNERS, LIES, PROFILES
+from .names import check_names
+from .mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES
 from .progress import format_objective
 from .sources import SearchSource, design_kinds
 from .transport import Backoff
@@ -76,9 +77,7 @@ def build_parser():
     group.add_argument("--learner", choices=LEARNERS, default="default",
                        help="surrogate: default (mlrMBO's choice: kriging for numeric spaces without "
                             "requires, else random forest), rf, km, ranger")
-    group.add_argument("--crit", choices=CRITS, default="default",
-                       help="infill criterion (default: mlrMBO's, confidence bound 'cb'); others: ei, aei, "
-                            "eqi, adacb, mr, se (batches of non-cb criteria use the constant liar)")
+    group.add_argument("--crit", choices=CRITS, default="default", help=CRIT_HELP)
     group.add_argument("--profile", choices=PROFILES,
                        help="surrogate/infill effort: mlrmbo (mlrMBO's defaults; default in sync mode) or fast "
                             "(100 trees, smaller infill search; default in async mode)")
@@ -128,9 +127,9 @@ def run(args, ranks, context):
     description = job.check_model(args, require_objective=True)
     master.ready()
     space = master.optimizer.space
-    from .names import check_parameter_names
-
-    check_parameter_names(space["ids"], description, args.space, args.allow_unknown_params)
+    warning = check_names(space["ids"], description, args.space, args.allow_unknown_params)
+    if warning:
+        log.warning(warning)
     design_size = args.design_size or _default_design(args, space, n_workers)
     budget = args.budget or design_size + 10 * propose_points
     if args.design_size and args.design_size > budget:
@@ -150,6 +149,9 @@ def run(args, ranks, context):
     if n_workers > budget:
         log.info("note: %d workers for a budget of %d evaluations; %d will stay idle", n_workers, budget,
                  n_workers - budget)
+    evaluations = budget if not args.iterations else min(budget, design_size + args.iterations * propose_points)
+    master.call(master.optimizer.set_budget, evaluations)  # how far the search is, for adaptive criteria
+    opt_settings["budget"] = evaluations
     envs = job.plan_workers(ranks, worker_ranks, master_ranks, args)
     max_failures = args.max_failures if args.max_failures is not None else job.default_max_failures(n_workers)
     settings = {"kind": "hpo", "entry": "candle_mbo", "model": args.model, "space": args.space,

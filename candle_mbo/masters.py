@@ -182,7 +182,7 @@ class LocalMaster:
             trace("propose-start", step, k)
             items = self.logic.propose(k, seed)
             trace("propose-end", step, len(items))
-            return items, time.monotonic() - started
+            return items, self.logic.messages(), time.monotonic() - started
 
         box, done = self.submit(work)
         self._request = (step, done, box, k)
@@ -200,13 +200,18 @@ class LocalMaster:
         ok, value = box[0]
         if not ok:
             raise value
-        items, elapsed = value
+        items, messages, elapsed = value
+        for message in messages:
+            log.warning("optimizer: %s", message)
         self.proposal_seconds = elapsed if self.proposal_seconds is None else \
             0.7 * self.proposal_seconds + 0.3 * elapsed
         return step, items
 
     def design(self, n, seed):
-        return self.call(self.logic.design, n, seed)
+        items = self.call(self.logic.design, n, seed)
+        for message in self.call(self.logic.messages):
+            log.warning("optimizer: %s", message)
+        return items
 
     def restore(self, items, running_ids):
         self.call(self.logic.restore, items, running_ids)
@@ -326,7 +331,7 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
                 started = time.monotonic()
                 items = logic.propose(payload["k"], payload["seed"])
                 for message in logic.messages():
-                    log.info("optimizer rank %d: %s", link.rank, message)
+                    log.warning("optimizer rank %d: %s", link.rank, message)
                 link.send(master, ("proposals", {"step": payload["step"], "items": items,
                                                  "elapsed": time.monotonic() - started}))
         except Exception:  # noqa: BLE001 - a bug: the dispatcher ends the job with this message
@@ -336,10 +341,14 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
 
 
 def make_optimizer(settings):
-    """The optimizer a master runs, from the search settings (``optimizer``: mbo or random; ``space``)."""
+    """The optimizer a master runs, from the search settings (``optimizer``: mbo or random; ``space``;
+    ``budget``, when known, tells adaptive criteria how far the search is)."""
     from .mbo import make_optimizer as make
 
-    return make(settings)
+    optimizer = make(settings.get("optimizer", "mbo"), settings["space"], settings)
+    if settings.get("budget"):
+        optimizer.set_budget(settings["budget"])
+    return optimizer
 
 
 def masters_rule(workers):

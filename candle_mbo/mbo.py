@@ -160,16 +160,6 @@ class _RSpace(Optimizer):
         """Versions of the R packages behind the optimizer (recorded in experiment.yaml)."""
         return str(self._call("cm_versions"))
 
-    # -- the HPO workflow before the task journal (hpo.py); TODO(lead): remove with it --------------
-    def initial_design(self, n, seed):
-        return self.design(n, seed)
-
-    def random_points(self, k, seed):
-        return self._points(self._call("cm_random", int(k), int(seed), ""))
-
-    def save_design(self, proposals, path):
-        self._call("cm_save_design", json.dumps([p.id for p in proposals]), path)
-
 
 class MBOOptimizer(_RSpace):
     """mlrMBO through its human-in-the-loop API (see R/candle_mbo.R for what each step does).

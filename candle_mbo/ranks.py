@@ -112,6 +112,8 @@ def follower(link, master=0):
         return worker_loop(link, payload, info, master)
     if kind == "optimize":
         from .masters import make_optimizer, optimizer_rank
+        from .progress import setup_logging
 
+        setup_logging(rank=link.rank)
         return optimizer_rank(link, payload, make_optimizer, master)
     return 0

@@ -15,6 +15,7 @@ import time
 
 from . import cli, job
 from .errors import UsageError
+from .names import check_names
 from .sources import UpfSource
 from .store import check_run_id
 
@@ -112,9 +113,9 @@ def run(args, ranks, context):
         experiment.check()
     description = job.check_model(args, require_objective=False)
     names = sorted({name for line in lines for name in line.params})
-    from .names import check_parameter_names
-
-    check_parameter_names(names, description, args.upf, args.allow_unknown_params)
+    warning = check_names(names, description, args.upf, args.allow_unknown_params)
+    if warning:
+        log.warning(warning)
     ranks.gather()
     _, worker_ranks = ranks.roles(1)
     envs = job.plan_workers(ranks, worker_ranks, [], args)

@@ -82,9 +82,18 @@ def kill_group(process, sig=signal.SIGKILL):
 
 
 def read_journal(folder):
-    """Every line of results.jsonl: run records and journal events."""
+    """Every line of results.jsonl: run records and journal events (a torn last line is left out, as the
+    store leaves it out: a job killed while writing it)."""
     with open(os.path.join(folder, "results.jsonl"), encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        lines = [line for line in handle.read().split("\n") if line.strip()]
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise
+    return entries
 
 
 def read_records(folder):

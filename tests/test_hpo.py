@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import FIXTURES, ROOT, describe, kill_group, launch, read_records, requires_mpi
+from conftest import FIXTURES, ROOT, describe, kill_group, launch, read_journal, read_records, requires_mpi
 
 BRANIN = os.path.join(FIXTURES, "branin.py")
 MIXED = os.path.join(FIXTURES, "mixed.py")
@@ -42,7 +42,7 @@ def test_numeric_space_sync_exact_budget(tmp_path):
     assert best["objective"] == min(r["objective"] for r in records) and set(best["params"]) == {"x1", "x2"}
     assert (out / "mlrmbo_opt_path.rds").exists()
     header = (out / "results.csv").read_text().splitlines()[0]
-    assert header == "run_id,status,objective,duration_s,worker,started,finished,iteration,prop_type,x1,x2"
+    assert header == "run_id,status,objective,duration_s,worker,started,finished,iteration,prop_type,error,x1,x2"
     assert "best: run-" in result.stdout
 
 
@@ -155,8 +155,8 @@ def test_kill_then_resume(tmp_path, mode, kill_after):
     ids = [r["run_id"] for r in after]
     assert len(after) == 16 and len(set(ids)) == 16
     assert after[:len(before)] == before
-    design = json.loads((out / "design.json").read_text())
-    assert {d["run_id"] for d in design} <= set(ids)  # the design completed with its own points
+    design = {e["run_id"] for e in read_journal(out) if e.get("event") == "dispatched" and e["step"] == 0}
+    assert len(design) == 6 and design <= set(ids)  # the design completed with its own points
 
 
 @pytest.mark.parametrize("space_text, message", [
@@ -209,13 +209,20 @@ def test_missing_mlrmbo_is_explained(tmp_path):
     assert "mlrMBO" in result.stderr and "not installed" in result.stderr and "make setup" in result.stderr
 
 
-def test_unknown_hyperparameter_names_are_warned(tmp_path):
+def test_unknown_hyperparameter_names_are_warned_and_typos_refused(tmp_path):
     space = tmp_path / "space.R"
-    space.write_text("param.set <- makeParamSet(makeNumericParam('x1', 0, 1), makeNumericParam('learning_rte', 0, 1))\n")
+    space.write_text("param.set <- makeParamSet(makeNumericParam('x1', 0, 1), makeNumericParam('warmup_lr', 0, 1))\n")
     result = launch("candle_mbo", ["--model", BRANIN, "--space", space, "--output", tmp_path / "out", "--budget", 5,
                                    "--no-report", "--quiet"], timeout=180)
     assert result.returncode == 0, describe(result)
-    assert "learning_rte" in result.stdout and "does not define" in result.stdout
+    assert "warmup_lr" in result.stdout and "does not define" in result.stdout
+    space.write_text("param.set <- makeParamSet(makeNumericParam('x1', 0, 1), makeNumericParam('learning_rte', 0, 1))\n")
+    args = ["--model", BRANIN, "--space", space, "--budget", 5, "--no-report", "--quiet"]
+    refused = launch("candle_mbo", args + ["--output", tmp_path / "out2"], timeout=180)
+    assert refused.returncode == 2 and "did you mean learning_rate?" in refused.stderr, describe(refused)
+    assert not (tmp_path / "out2").exists()
+    allowed = launch("candle_mbo", args + ["--output", tmp_path / "out3", "--allow-unknown-params"], timeout=180)
+    assert allowed.returncode == 0, describe(allowed)
 
 
 def test_help_shows_a_working_example():
@@ -229,9 +236,13 @@ def test_resume_reruns_unfinished_design_points_under_their_own_ids(tmp_path):
     result = hpo(out, FAULTY, "faulty_space.R", "--budget", 10, "--design-size", 6, "--seed", 1, "--mode", "sync")
     assert result.returncode == 0, describe(result)
     lines = (out / "results.jsonl").read_text().splitlines()
-    # as if the job had died before the last design point and everything after it finished
-    kept = [line for line in lines if json.loads(line)["run_id"] not in ("run-0006",)
-            and json.loads(line)["iteration"] == 0]
+    # as if the job had died before the last design point finished: its record and all later steps are gone
+    kept = []
+    for line in lines:
+        entry = json.loads(line)
+        step = entry.get("step", entry.get("iteration"))
+        if step == 0 and not ("status" in entry and entry["run_id"] == "run-0006"):
+            kept.append(line)
     (out / "results.jsonl").write_text("\n".join(kept) + "\n")
     result = launch("candle_mbo", ["--output", out, "--resume", "--no-report"], np=3, timeout=300)
     assert result.returncode == 0, describe(result)
