@@ -32,7 +32,8 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
-SPACES = {"hartmann6": os.path.join(BENCH, "spaces", "hartmann6.R"), "branin": os.path.join(BENCH, "spaces", "branin.R"),
+SPACES = {"hartmann6": os.path.join(BENCH, "spaces", "hartmann6.R"),
+          "branin": os.path.join(BENCH, "spaces", "branin.R"),
           "mixed": os.path.join(ROOT, "tests", "fixtures", "mixed_space.R")}
 BUDGETS = {"branin": 64, "hartmann6": 112}
 OPTIMA = {"branin": 0.397887, "hartmann6": -3.32237}
