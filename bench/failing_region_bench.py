@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,10 +140,16 @@ def main():
     if args.one:
         print(json.dumps(one(args.one[0], args.one[1], args.one[2], int(args.one[3]))))
         return
-    sys.path.insert(0, BENCH)
-    from common import machine, save, table
+    baseline = baseline_tree(args.baseline)
+    trees = {"baseline %s" % args.baseline: baseline, "this tree": ROOT}
+    try:
+        results = run_all(args, trees)
+    finally:
+        shutil.rmtree(baseline, ignore_errors=True)
+    report(results, args.seeds)
 
-    trees = {"baseline %s" % args.baseline: baseline_tree(args.baseline), "this tree": ROOT}
+
+def run_all(args, trees):
     results = {}
     for problem in args.problems:
         for mode in args.modes:
@@ -155,6 +162,13 @@ def main():
                     print("%-6s %-5s %-18s seed %d: %.0f%% in the failing region, best %.4f, %d fallbacks"
                           % (problem, mode, name, seed, 100 * result["share"], result["best"], result["fallbacks"]),
                           flush=True)
+    return results
+
+
+def report(results, seeds):
+    sys.path.insert(0, BENCH)
+    from common import machine, save, table
+
     rows = []
     for problem, by_mode in results.items():
         for mode, by_tree in by_mode.items():
@@ -166,7 +180,7 @@ def main():
                              "%.3f" % statistics.median(r["best"] for r in runs)])
     text = table(["problem", "mode", "code", "median share in failing region", "mean", "range over seeds",
                   "median best"], rows)
-    save("failing_region", {"machine": machine(), "seeds": args.seeds, "results": results}, text)
+    save("failing_region", {"machine": machine(), "seeds": seeds, "results": results}, text)
 
 
 if __name__ == "__main__":
