@@ -670,7 +670,7 @@ cm_append_path <- function(x, y, extras = NULL, opt.path = mlrMBO:::getOptStateO
   template <- template[!startsWith(names(template), ".")]
   dob <- mlrMBO:::getOptStateLoop(cm$state)
   for (i in seq_along(xs)) {
-    extra <- if (!is.null(extras) && length(extras) >= i && !is.null(extras[[i]])) extras[[i]] else cm_design_extras(1L)[[1]]
+    extra <- if (length(extras) >= i && !is.null(extras[[i]])) extras[[i]] else cm_design_extras(1L)[[1]]
     if (!is.null(template)) extra <- cm_conform_extras(extra, template)
     addOptPathEl(opt.path, x = xs[[i]], y = y[i], dob = dob, error.message = NA_character_,
                  exec.time = NA_real_, extra = extra)

@@ -5,9 +5,10 @@
 #
 # It reads the experiment's mbo_settings.json, the exact design rows (design.rds, or the design saved
 # in mlrmbo_opt_path.rds) and results.jsonl, then runs mbo() on the same problem: the space as
-# candle_mbo searches it (constants out, discrete vectors split, see cm_searched_space). mbo()'s objective function looks the point up among the
-# experiment's results (so no objective is computed twice) and, after the last point of each batch,
-# seeds R the way candle_mbo does before each proposal batch i: set.seed(proposal_seed(seed, i)).
+# candle_mbo searches it (constants out, discrete vectors split, see cm_searched_space). mbo()'s
+# objective function looks the point up among the experiment's results (so no objective is computed
+# twice) and, after the last point of each batch, seeds R the way candle_mbo does before each
+# proposal batch i: set.seed(proposal_seed(seed, i)).
 # It prints one JSON object: {"equal": true/false, "batches": n, "points": n, "first_mismatch": ...}
 # and exits 0 when every proposed point equals the experiment's (relative tolerance 1e-9, the
 # precision of the JSON record), 1 otherwise.

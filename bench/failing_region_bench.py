@@ -1,10 +1,13 @@
 """Failures that cluster in one region: does the search keep out of it? (issue 13, item 4)
 
-    python bench/failing_region_bench.py [--seeds 5] [--baseline COMMIT]
+    python bench/failing_region_bench.py [--seeds 5] [--baseline COMMIT] [--problems branin border]
 
-Branin on its usual domain, except that every run with x1 > 7 fails (as an out-of-memory region
-would: no value, and quickly, so failures are told early). One of Branin's three minima lies in that
-region, so a surrogate that forgets the failures is drawn into it. The optimizer is driven directly
+Two objectives on Branin's domain (x1 in -5..10, x2 in 0..15) where every run with x1 > 7 fails (as an
+out-of-memory region would: no value, and quickly, so failures are told early):
+- branin: Branin's function; one of its three minima lies in the failing region.
+- border: the loss falls as x1 (say, the model's size) grows, until the runs stop fitting in memory:
+  (x1 - 7.5)^2 / 4 + (x2 - 5)^2 / 10 + 1, so the best run that works sits on the region's border.
+A surrogate that ranks failures among the good points is drawn into the region. The optimizer is driven directly
 (no MPI, no real runs) on a virtual clock: 4 workers, run times uniform in 0.5-1.5 (a failure ends
 after a tenth of that), budget 48 with a design of 8; sync mode proposes batches of 4, async mode
 proposes a point whenever a worker frees (random points until 4 runs succeeded, as the HPO workflow
@@ -19,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,9 +41,16 @@ def branin(x1, x2):
         10 * (1 - 1 / (8 * math.pi)) * math.cos(x1) + 10
 
 
+PROBLEM = {"name": "branin"}
+
+
 def evaluate(point):
     x1, x2 = point.params["x1"], point.params["x2"]
-    return None if x1 > 7 else branin(x1, x2)
+    if x1 > 7:
+        return None
+    if PROBLEM["name"] == "border":
+        return (x1 - 7.5) ** 2 / 4 + (x2 - 5) ** 2 / 10 + 1
+    return branin(x1, x2)
 
 
 def settings(mode):
@@ -91,8 +102,9 @@ def drive(optimizer, mode, seed):
     return after
 
 
-def one(root, mode, seed):
+def one(root, problem, mode, seed):
     """One search with the candle_mbo found under ``root`` (run in a subprocess of its own)."""
+    PROBLEM["name"] = problem
     sys.path.insert(0, root)
     from candle_mbo.mbo import MBOOptimizer
 
@@ -122,34 +134,53 @@ def main():
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--baseline", default="74232ff", help="the commit to compare with (default: before item 4)")
     parser.add_argument("--modes", nargs="+", default=["sync", "async"])
-    parser.add_argument("--one", nargs=3, metavar=("ROOT", "MODE", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--problems", nargs="+", default=["branin", "border"])
+    parser.add_argument("--one", nargs=4, metavar=("ROOT", "PROBLEM", "MODE", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one[0], args.one[1], int(args.one[2]))))
+        print(json.dumps(one(args.one[0], args.one[1], args.one[2], int(args.one[3]))))
         return
+    baseline = baseline_tree(args.baseline)
+    trees = {"baseline %s" % args.baseline: baseline, "this tree": ROOT}
+    try:
+        results = run_all(args, trees)
+    finally:
+        shutil.rmtree(baseline, ignore_errors=True)
+    report(results, args.seeds)
+
+
+def run_all(args, trees):
+    results = {}
+    for problem in args.problems:
+        for mode in args.modes:
+            for seed in range(1, args.seeds + 1):
+                for name, root in trees.items():  # alternated, so that load on the machine hits both alike
+                    out = subprocess.run([sys.executable, __file__, "--one", root, problem, mode, str(seed)],
+                                         capture_output=True, text=True, check=True, timeout=3600, cwd="/tmp")
+                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                    results.setdefault(problem, {}).setdefault(mode, {}).setdefault(name, []).append(result)
+                    print("%-6s %-5s %-18s seed %d: %.0f%% in the failing region, best %.4f, %d fallbacks"
+                          % (problem, mode, name, seed, 100 * result["share"], result["best"], result["fallbacks"]),
+                          flush=True)
+    return results
+
+
+def report(results, seeds):
     sys.path.insert(0, BENCH)
     from common import machine, save, table
 
-    trees = {"baseline %s" % args.baseline: baseline_tree(args.baseline), "this tree": ROOT}
-    results = {}
-    for mode in args.modes:
-        for seed in range(1, args.seeds + 1):
-            for name, root in trees.items():  # alternated, so that load on the machine hits both alike
-                out = subprocess.run([sys.executable, __file__, "--one", root, mode, str(seed)], capture_output=True,
-                                     text=True, check=True, timeout=3600, cwd="/tmp")
-                result = json.loads(out.stdout.strip().splitlines()[-1])
-                results.setdefault(mode, {}).setdefault(name, []).append(result)
-                print("%-5s %-18s seed %d: %.0f%% in the failing region, best %.4f, %d fallbacks"
-                      % (mode, name, seed, 100 * result["share"], result["best"], result["fallbacks"]), flush=True)
     rows = []
-    for mode, by_tree in results.items():
-        for name, runs in by_tree.items():
-            shares = [r["share"] for r in runs]
-            rows.append([mode, name, "%.0f%%" % (100 * statistics.median(shares)),
-                         "%.0f%% .. %.0f%%" % (100 * min(shares), 100 * max(shares)),
-                         "%.3f" % statistics.median(r["best"] for r in runs)])
-    text = table(["mode", "code", "median share in failing region", "range over seeds", "median best"], rows)
-    save("failing_region", {"machine": machine(), "seeds": args.seeds, "results": results}, text)
+    for problem, by_mode in results.items():
+        for mode, by_tree in by_mode.items():
+            for name, runs in by_tree.items():
+                shares = [r["share"] for r in runs]
+                rows.append([problem, mode, name, "%.0f%%" % (100 * statistics.median(shares)),
+                             "%.0f%%" % (100 * statistics.mean(shares)),
+                             "%.0f%% .. %.0f%%" % (100 * min(shares), 100 * max(shares)),
+                             "%.3f" % statistics.median(r["best"] for r in runs)])
+    text = table(["problem", "mode", "code", "median share in failing region", "mean", "range over seeds",
+                  "median best"], rows)
+    save("failing_region", {"machine": machine(), "seeds": seeds, "results": results}, text)
 
 
 if __name__ == "__main__":
