@@ -1178,12 +1178,3 @@ cm_save_path <- function(file) {
                control = cm$control, design = cm$design_rows), file)
   TRUE
 }
-
-# The design rows (untransformed), for R/mbo_reference.R (the HPO workflow before the task journal).
-cm_save_design <- function(ids_json, file) {
-  ids <- jsonlite::fromJSON(ids_json)
-  design <- cm_rows(ids)
-  rownames(design) <- NULL
-  saveRDS(design, file)
-  TRUE
-}

@@ -3,8 +3,8 @@
 #
 #   Rscript R/mbo_reference.R EXPERIMENT_DIR
 #
-# It reads the experiment's mbo_settings.json, the exact design rows (design.rds, or the design saved
-# in mlrmbo_opt_path.rds) and results.jsonl, then runs mbo() on the same problem: the space as
+# It reads the experiment's mbo_settings.json, the exact design rows (saved in mlrmbo_opt_path.rds) and
+# the run records of results.jsonl, then runs mbo() on the same problem: the space as
 # candle_mbo searches it (constants out, discrete vectors split, see cm_searched_space). mbo()'s
 # objective function looks the point up among the experiment's results (so no objective is computed
 # twice) and, after the last point of each batch, seeds R the way candle_mbo does before each
@@ -25,8 +25,7 @@ cm_check_packages()
 
 settings_file <- file.path(exp_dir, "mbo_settings.json")
 settings <- jsonlite::fromJSON(settings_file, simplifyVector = TRUE)
-design_file <- file.path(exp_dir, "design.rds")
-design <- if (file.exists(design_file)) readRDS(design_file) else readRDS(file.path(exp_dir, "mlrmbo_opt_path.rds"))$design
+design <- readRDS(file.path(exp_dir, "mlrmbo_opt_path.rds"))$design
 design[[cm_y_name]] <- NULL
 lines <- readLines(file.path(exp_dir, "results.jsonl"), warn = FALSE)
 records <- lapply(lines[nzchar(lines)], jsonlite::fromJSON, simplifyVector = FALSE)

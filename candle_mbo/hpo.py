@@ -29,7 +29,8 @@ from .masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
 from .names import check_names
 from .mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES
 from .progress import format_objective
-from .sources import SearchSource, design_kinds
+from .optimizer import small_budget_note
+from .sources import SearchSource
 from .transport import Backoff
 
 log = logging.getLogger("candle_mbo")
@@ -143,9 +144,9 @@ def run(args, ranks, context):
         raise UsageError("--design-size %d is smaller than the %d levels of a discrete parameter of %s: every "
                          "level must appear in the design; use at least %d"
                          % (design_size, space["max_levels"], args.space, space["max_levels"]))
-    if args.optimizer == "mbo" and budget - design_size < budget / 3.0:
-        log.warning("warning: only %d of the %d evaluations will be model-based (the design takes %d); raise "
-                    "--budget or lower --design-size for a real search", budget - design_size, budget, design_size)
+    note = small_budget_note(budget, design_size) if args.optimizer == "mbo" else None
+    if note:
+        log.warning("warning: %s", note)
     if n_workers > budget:
         log.info("note: %d workers for a budget of %d evaluations; %d will stay idle", n_workers, budget,
                  n_workers - budget)
@@ -195,9 +196,7 @@ def run(args, ranks, context):
     finally:
         experiment.close()
     records = experiment.records
-    design, model, fallback = design_kinds(records)
-    extra = ["points: %d design, %d model-based, %d random fallback%s"
-             % (design, model, fallback, "" if fallback == 1 else "s")]
+    extra = []
     best = dispatcher.best if dispatcher else None
     if best:
         extra.append("best: %s %s = %s with %s" % (best["run_id"], args.objective, format_objective(best["objective"]),

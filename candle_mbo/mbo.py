@@ -139,10 +139,6 @@ class _RSpace(Optimizer):
             self._call("cm_discard", json.dumps(ids))
 
     def restore(self, items):
-        if items and isinstance(items[0], (tuple, list)):
-            # the HPO workflow before the task journal: [(x, y)] of finished runs, design first
-            # TODO(lead): remove with the old hpo.py
-            items = [{"x": x, "y": y, "step": 0} for x, y in items]
         if not items:
             return []
         plain = [{"x": it["x"], "y": None if it.get("y") is None else float(it["y"]), "step": it.get("step") or 0,

@@ -13,6 +13,7 @@ import math
 import sys
 import time
 
+from .optimizer import origin
 from .status import ALL, OK
 
 #: A failure reason longer than this is shortened (at a word boundary) in progress lines and the summary;
@@ -202,17 +203,8 @@ def describe_utilization(usage):
 
 # -- summary -------------------------------------------------------------------------------------
 def proposal_kind(prop_type):
-    """How an HPO point was proposed, from its ``prop_type``: design, model-based, random, random fallback."""
-    if prop_type is None:
-        return None
-    prop_type = str(prop_type)
-    if prop_type == "initdesign":
-        return "design"
-    if prop_type == "random_fallback":
-        return "random fallback"
-    if prop_type == "random":
-        return "random"
-    return "model-based"
+    """How an HPO point was proposed (``optimizer.origin``), or None for a record without a ``prop_type`` (UPF)."""
+    return None if prop_type is None else origin(str(prop_type))
 
 
 def proposal_counts(records):

@@ -11,7 +11,6 @@ import time
 
 from .dispatch import Source, Task, objective_value
 from .errors import UsageError
-from .journal import run_number
 
 
 class UpfSource(Source):
@@ -318,11 +317,4 @@ class SearchSource(Source):
             master.close()
 
 
-def design_kinds(records):
-    """``(design, model_based, random)``: how the recorded points were proposed."""
-    design = sum(1 for r in records if r.get("prop_type") == "initdesign")
-    fallback = sum(1 for r in records if str(r.get("prop_type", "")).startswith("random"))
-    return design, len(records) - design - fallback, fallback
-
-
-__all__ = ["UpfSource", "SearchSource", "proposal_seed", "design_kinds", "run_number"]
+__all__ = ["UpfSource", "SearchSource", "proposal_seed"]
