@@ -16,7 +16,18 @@ from .optimizer import Optimizer, Proposal
 
 log = logging.getLogger("candle_mbo.mbo")
 
-R_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "R")
+def _r_dir():
+    """The R code: beside the package (a checkout, an editable install), else where a wheel put it."""
+    import sys
+
+    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "R")
+    for folder in (beside, os.path.join(sys.prefix, "share", "candle_mbo", "R")):
+        if os.path.isfile(os.path.join(folder, "candle_mbo.R")):
+            return folder
+    return beside
+
+
+R_DIR = _r_dir()
 LEARNERS = ("default", "rf", "km", "ranger")
 CRITS = ("default", "cb", "ei", "aei", "eqi", "adacb", "mr", "se")
 LIES = ("best", "mean", "worst", "believer", "none")

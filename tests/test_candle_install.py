@@ -14,7 +14,7 @@ import textwrap
 import zipfile
 
 import pytest
-from conftest import mlrmbo  # noqa: F401 - the fixture (skips without R packages)
+from conftest import mlrmbo, read_records  # noqa: F401 - mlrmbo: the fixture (skips without R packages)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -228,7 +228,7 @@ def _upf(python, sources, tmp_path, env):
     _run([python, "-m", "candle_mbo.upf", "--model", str(sources["bench"] / "bench.py"), "--upf", str(upf),
           "--output", str(out), "--no-report"], cwd=tmp_path, env=env, timeout=300)
     seen = {run: json.loads((out / "runs" / run / "seen.json").read_text()) for run in ("a", "b")}
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    records = read_records(out)
     assert sorted(r["status"] for r in records) == ["ok", "ok"], records
     return seen
 
@@ -256,12 +256,10 @@ def test_workflow_without_install_uses_the_layer(sources, tmp_path):
 
 @pytest.mark.r
 def test_hpo_runs_candle_lib_models_with_candle_lib(sources, tmp_path, mlrmbo):
-    # An editable install: a wheel does not carry R/ (candle_mbo.mbo looks for it beside the package).
+    # A built wheel: it carries the R code as data files (share/candle_mbo/R), which candle_mbo.mbo finds.
     python = _venv(tmp_path / "venv")
     _pip(python, sources["standin_wheel"])
-    project = tmp_path / "project"
-    shutil.copytree(sources["project"], project)
-    _pip(python, "-e", project)
+    _pip(python, sources["wheel"])
     space = tmp_path / "space.R"
     space.write_text('param.set <- makeParamSet(makeNumericParam("learning_rate", lower = 0.01, upper = 1),\n'
                      '  makeDiscreteParam("dense", values = c("[8, 4]", "16 8", "32")))\n')
@@ -269,7 +267,7 @@ def test_hpo_runs_candle_lib_models_with_candle_lib(sources, tmp_path, mlrmbo):
     _run([python, "-m", "candle_mbo", "--model", str(sources["bench"] / "bench.py"), "--space", str(space),
           "--budget", "4", "--design-size", "3", "--seed", "1", "--output", str(out), "--no-report"], cwd=tmp_path,
          env=_clean_env(CANDLE_DATA_DIR=str(tmp_path / "data")), timeout=300)
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    records = read_records(out)
     assert len(records) == 4 and all(r["status"] == "ok" for r in records), records
     for record in records:
         seen = json.loads((out / "runs" / record["run_id"] / "seen.json").read_text())
