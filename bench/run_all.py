@@ -19,6 +19,11 @@ def main():
         ["bridge_bench.py"] + (["--rounds", "4", "--repeats", "1", "--sizes", "50", "100"] if quick else []),
         ["async_bench.py"] + (["--budget", "24"] if quick else []),
         ["quality_bench.py"] + (["--seeds", "1", "--problems", "branin"] if quick else []),
+        ["proposal_bench.py", "latency"] + (["--sizes", "100", "300", "--pending", "8"] if quick else []),
+        ["proposal_bench.py", "quality"] + (["--seeds", "1"] if quick else []),
+        ["failing_region_bench.py"] + (["--seeds", "1"] if quick else []),
+        ["scale_sim.py"] + (["--workers", "64", "256", "--masters", "1", "2", "--mean-run", "30"] if quick else []),
+        ["scale_bench.py"] + (["--ranks", "16", "--run-s", "5", "--budget", "48", "--baseline", ""] if quick else []),
     ]
     for step in steps:
         print("== %s" % " ".join(step), flush=True)
