@@ -32,7 +32,6 @@ THREADS=${THREADS:-8}                    # ncpus / mpiprocs of the select line
 CONDA_ENV=${CONDA_ENV:-candle_mbo}
 
 cd "${REPO:-$PBS_O_WORKDIR}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 set +u
 source "$(conda info --base)/etc/profile.d/conda.sh"

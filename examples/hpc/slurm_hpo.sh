@@ -23,11 +23,11 @@
 #SBATCH --time=04:00:00
 #SBATCH --output=candle_mbo-hpo-%j.out
 #
-# Requeue instead of dying at the walltime (optional; change "##" to "#" to enable both lines):
-# Slurm then sends USR1 to this script 5 minutes before the end, the trap below requeues the job
-# (same job id, same $OUT), and the requeued job continues with --resume. Runs still in progress at
-# that moment are lost and run again; --max-time (seconds) can instead stop proposing early enough
-# for the running evaluations to finish.
+# Stop cleanly and requeue at the walltime (optional; change "##" to "#" to enable both lines): Slurm
+# sends USR1 to this script 5 minutes before the end; the trap below forwards it to the job, which
+# (with --grace 280) stops dispatching, lets running runs finish for up to 280 s and journals the rest;
+# then the trap requeues the job (same job id, same $OUT), which continues with --resume: the runs that
+# were cut run again first, from their own checkpoints.
 ##SBATCH --signal=B:USR1@300
 ##SBATCH --requeue
 
@@ -45,7 +45,6 @@ THREADS=${THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 CONDA_ENV=${CONDA_ENV:-candle_mbo}
 
 cd "${REPO:-$SLURM_SUBMIT_DIR}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"   # `import candle` for the benchmarks
 
 # The conda environment made from the repository's environment.yml. On many clusters conda comes
 # from a module first (e.g. module load miniforge3).
@@ -61,7 +60,9 @@ if [ -f "$OUT/experiment.yaml" ]; then
 fi
 
 requeue() {
-    echo "walltime near: requeueing job $SLURM_JOB_ID (it will resume $OUT)"
+    echo "walltime near: stopping the search cleanly, then requeueing job $SLURM_JOB_ID (it will resume $OUT)"
+    kill -USR1 "$JOB" 2>/dev/null || true   # srun forwards it to every rank
+    wait "$JOB" || true
     scontrol requeue "$SLURM_JOB_ID"
 }
 trap requeue USR1
@@ -77,5 +78,7 @@ srun --kill-on-bad-exit=1 python -m candle_mbo \
     --gpus-per-worker "$GPUS_PER_WORKER" \
     --threads-per-worker "$THREADS" \
     --timeout "$RUN_TIMEOUT" \
+    --grace 280 \
     $RESUME &
-wait $!
+JOB=$!
+wait $JOB

@@ -33,7 +33,6 @@ THREADS=${THREADS:-${SLURM_CPUS_PER_TASK:-1}}
 CONDA_ENV=${CONDA_ENV:-candle_mbo}
 
 cd "${REPO:-$SLURM_SUBMIT_DIR}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 set +u
 source "$(conda info --base)/etc/profile.d/conda.sh"
