@@ -8,6 +8,11 @@ masters). Side by side in one run: this code with its default number of masters,
 masters; checked out into a temporary git worktree and run from there). Printed per configuration:
 workers busy (sum of run durations / (workers x first start to last finish)), wall, the best value, each
 master's peak RSS and CPU seconds, and the mean CPU share of an idle-waiting worker rank.
+
+With runs of a fixed length, whole rounds bound what any scheduler can do: 320 runs on 63 workers
+need 6 rounds (5 x 63 = 315), so the span is at least 120 s and "workers busy" at most 84.7%; the
+table prints that ceiling, and "busy while work remained" (from the first start to the last start, the
+time during which an idle worker is the dispatcher's fault).
 """
 
 import argparse
@@ -70,12 +75,18 @@ def one(name, ranks, run_s, budget, extra, pythonpath, masters):
     if process.returncode != 0:
         raise RuntimeError("%s failed:\n%s\n%s" % (name, stdout[-2000:], stderr[-2000:]))
     done = records(out)
+    workers = ranks - masters
     start = min(r["started"] for r in done)
     end = max(r["finished"] for r in done)
-    busy = sum(r["finished"] - r["started"] for r in done) / ((ranks - masters) * (end - start))
+    last_start = max(r["started"] for r in done)
+    busy = sum(r["finished"] - r["started"] for r in done) / (workers * (end - start))
+    while_work = sum(max(0.0, min(r["finished"], last_start) - r["started"]) for r in done) / (
+        workers * (last_start - start))
     wall = time.time() - began
     worker_cpu = [c for rank, c in watch.cpu.items() if rank >= masters]
-    return {"name": name, "busy": busy, "span_s": end - start, "wall_s": wall, "runs": len(done),
+    rounds = -(-budget // workers)
+    return {"name": name, "busy": busy, "ceiling": budget / float(workers * rounds), "busy_while_work": while_work,
+            "span_s": end - start, "best_span_s": rounds * run_s, "wall_s": wall, "runs": len(done),
             "best": min(r["objective"] for r in done if r["objective"] is not None),
             "master_rss_mb": [round(watch.rss.get(r, 0.0), 1) for r in range(masters)],
             "master_cpu_s": [round(watch.cpu.get(r, 0.0), 1) for r in range(masters)],
@@ -106,11 +117,13 @@ def main():
     finally:
         if folder:
             subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", folder], capture_output=True)
-    rows = [[r["name"], "%.1f%%" % (100 * r["busy"]), "%.0f" % r["span_s"], r["runs"], "%.3g" % r["best"],
+    rows = [[r["name"], "%.1f%%" % (100 * r["busy"]), "%.1f%%" % (100 * r["ceiling"]),
+             "%.1f%%" % (100 * r["busy_while_work"]), "%.0f (%.0f)" % (r["span_s"], r["best_span_s"]), r["runs"],
+             "%.3g" % r["best"],
              " / ".join("%.0f" % m for m in r["master_rss_mb"]), " / ".join("%.0f" % c for c in r["master_cpu_s"]),
              "%.2f%%" % (100 * r["worker_cpu_share"])] for r in results]
-    text = table(["configuration", "workers busy", "span s", "runs", "best", "master RSS MB", "master CPU s",
-                  "worker rank CPU"], rows)
+    text = table(["configuration", "workers busy", "ceiling", "busy while work remained", "span s (best possible)",
+                  "runs", "best", "master RSS MB", "master CPU s", "worker rank CPU"], rows)
     base = results[-1] if args.baseline else None
     ratio = ("\n\nspan: baseline / default = %.2fx" % (base["span_s"] / results[0]["span_s"])) if base else ""
     save("scale_bench", {"machine": machine(), "ranks": args.ranks, "run_s": args.run_s, "budget": args.budget,

@@ -37,7 +37,10 @@ from .transport import Backoff
 
 log = logging.getLogger("candle_mbo.worker")
 
-BUSY_SLICE_S = 0.1  # longest wait on a run before looking at the dispatcher's messages again
+# Longest wait on a run before looking at the dispatcher's messages again: the waits grow from a
+# microsecond (runs that end at once) to this, so a long run costs a worker 4 wake-ups a second, and a
+# stop or revoke is seen within a quarter of a second.
+BUSY_SLICE_S = 0.25
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -156,6 +159,7 @@ class _WorkerState:
         self.rank = link.rank
         self.in_process = getattr(link, "in_process", False)
         self.backoff = Backoff()
+        self.busy_backoff = Backoff(slow_max=BUSY_SLICE_S)  # waits on a run in progress
         self.host = info["host"]
         self.signals = _Signals()
         self.executor = None
@@ -230,7 +234,7 @@ class _WorkerState:
         executor = self.executor
         if executor is not None and executor.busy:
             try:
-                records = executor.poll(timeout=min(BUSY_SLICE_S, max(self.backoff.next_delay(), 0.001)))
+                records = executor.poll(timeout=max(self.busy_backoff.next_delay(), 0.001))
             except RunnerRetired as exc:
                 self.retire(str(exc), exc.unrun)
                 return
@@ -239,6 +243,7 @@ class _WorkerState:
                     record["worker"], record["host"] = self.rank, self.host
                 self.current[1].extend(records)
                 self.backoff.reset()
+                self.busy_backoff.reset()
             if not executor.busy:
                 kind, done = self.current
                 self.send(("result", done[0]) if kind == "run" else ("results", done))
@@ -249,6 +254,7 @@ class _WorkerState:
                 self.retire("no runner (the model could not be loaded)")
                 return
             tasks = self.queued.popleft()
+            self.busy_backoff.reset()
             self.current = ["run" if len(tasks) == 1 else "runs", []]
             try:
                 executor.submit(tasks)

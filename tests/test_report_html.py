@@ -6,6 +6,7 @@ title is clicked and filter as one types. A page of hostile run ids, errors and 
 them as text and run none of them.
 """
 
+import csv
 import json
 import os
 import shutil
@@ -211,6 +212,13 @@ def test_every_failure_is_named_with_its_reason_in_the_output_and_the_page(fault
     for record in failed:
         own = [line for line in lines if " %s " % record["status"] in line and record["run_id"] in line]
         assert own and own[0].endswith("reason: " + record["error"]), (record, own)  # its own line, whole reason
+    with open(out / "results.csv", newline="", encoding="utf-8") as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    for record in failed:  # results.csv keeps the whole reason
+        assert rows[record["run_id"]]["error"] == record["error"]
+    assert all(rows[r["run_id"]]["error"] == "" for r in records if r["status"] == "ok")
+    for reason in {r["error"] for r in failed}:  # so does the job's own summary
+        assert any(line.endswith(reason) for line in lines), reason
     report = subprocess.run([sys.executable, "-m", "candle_mbo.report", str(out)], capture_output=True, text=True,
                             timeout=300)
     assert report.returncode == 0, report.stderr
