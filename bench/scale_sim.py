@@ -2,7 +2,8 @@
 virtual clock, so that 64 to 4,096 workers and 1 to 8 masters can be studied on a 2-core machine.
 
     python bench/scale_sim.py [--workers 64 256 1024 4096] [--masters 1 2 4 8] [--mean-run 600 30]
-                              [--budget-factor 3] [--problem hartmann6] [--seeds 1]
+                              [--budget-factor 2] [--problem hartmann6] [--seeds 1]
+    python bench/scale_sim.py --quality [--seeds 5]      (several masters against one, equal budget)
 
 What is real: candle_mbo's Dispatcher (journal writes included), SearchSource (design, batched requests,
 budget), MasterLogic and the MBOOptimizer with its R/mlrMBO proposals -- each proposal is computed for
@@ -15,6 +16,10 @@ message at tens of microseconds, negligible against proposals of a second).
 
 Printed per configuration: workers' utilization (busy worker-seconds over workers x makespan),
 proposals per virtual second, mean proposal time and points per proposal, and the best value found.
+
+--quality: the best value after the budget, median (min-max) over seeds, with 1, 2 and 4 masters, on
+Branin (budget 96) and Hartmann-6 (budget 160) with 16 and 63 workers, runs of 60 s on average: do
+several masters and batched proposals search as well as one master?
 """
 
 import argparse
@@ -246,16 +251,38 @@ def objective_dims(problem):
     return ["x1", "x2"] if problem == "branin" else ["x%d" % i for i in range(1, 7)]
 
 
-def mbo_factory(problem, seed):
+def mbo_factory(problem, workers, budget):
+    """Masters as the HPO workflow makes them (async defaults), one per index."""
     def make(index):
-        from candle_mbo.mbo import MBOOptimizer
+        from candle_mbo.masters import make_optimizer
 
-        settings = {"propose_points": 1, "learner": "default", "crit": "default", "profile": "fast",
-                    "maximize": False, "mode": "async", "lie": "believer", "random_lambda": True,
-                    "optimizer": "mbo", "space": SPACES[problem], "master_index": index}
-        return MBOOptimizer(SPACES[problem], settings)
+        return make_optimizer({"propose_points": workers, "learner": "default", "crit": "default", "profile": "fast",
+                               "maximize": False, "mode": "async", "lie": "believer", "random_lambda": True,
+                               "optimizer": "mbo", "space": SPACES[problem], "master_index": index,
+                               "budget": budget})
 
     return make
+
+
+def quality(seeds, log):
+    from common import machine, save, table
+
+    rows, data = [], []
+    for problem, budget in (("branin", 96), ("hartmann6", 160)):
+        for workers in (16, 63):
+            cells = [problem, workers, budget]
+            for masters in (1, 2, 4):
+                bests = [simulate(workers, masters, 60.0, budget, problem, seed, mbo_factory(problem, workers, budget), log,
+                                  design=max(2 * len(objective_dims(problem)), min(workers, budget // 3)))["best"]
+                         for seed in range(1, seeds + 1)]
+                data.append({"problem": problem, "workers": workers, "masters": masters, "bests": bests})
+                cells.append("%.4f (%.4f .. %.4f)" % (statistics.median(bests), min(bests), max(bests)))
+                print(problem, workers, masters, cells[-1], flush=True)
+            rows.append(cells)
+    text = table(["problem", "workers", "budget", "1 master", "2 masters", "4 masters"], rows)
+    save("scale_quality", {"machine": machine(), "seeds": seeds, "rows": data},
+         "Best value after the budget, median (min .. max) of %d seeds, runs of 60 s (simulated), %s\n\n%s"
+         % (seeds, machine(), text))
 
 
 def main():
@@ -267,11 +294,14 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[64, 256, 1024, 4096])
     parser.add_argument("--masters", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--mean-run", type=float, nargs="+", default=[600.0, 30.0])
-    parser.add_argument("--budget-factor", type=float, default=3.0, help="evaluations per worker")
+    parser.add_argument("--budget-factor", type=float, default=2.0, help="evaluations per worker")
     parser.add_argument("--problem", choices=sorted(SPACES), default="hartmann6")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--quality", action="store_true", help="compare the search quality of 1, 2, 4 masters")
     args = parser.parse_args()
     log = logging.getLogger("scale-sim")
+    if args.quality:
+        return quality(args.seeds if args.seeds > 1 else 5, log)
     rows, data = [], []
     for mean_run in args.mean_run:
         for workers in args.workers:
@@ -279,7 +309,7 @@ def main():
                 for seed in range(1, args.seeds + 1):
                     budget = int(workers * args.budget_factor)
                     result = simulate(workers, masters, mean_run, budget, args.problem, seed,
-                                      mbo_factory(args.problem, seed), log)
+                                      mbo_factory(args.problem, workers, budget), log)
                     data.append(result)
                     rows.append([workers, masters, "%g" % mean_run, budget, "%.1f%%" % (100 * result["utilization"]),
                                  "%.2f" % result["proposals_per_s"], "%.2f" % result["mean_proposal_s"],
