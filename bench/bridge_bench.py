@@ -39,7 +39,7 @@ def python_rounds(space, opts, n, rounds, seed):
     from candle_mbo.mbo import MBOOptimizer
 
     optimizer = MBOOptimizer(space, opts)
-    design = optimizer.initial_design(n, seed)
+    design = optimizer.design(n, seed)
     optimizer.tell([(p, y_of(p.id)) for p in design])
     times = []
     for i in range(1, rounds + 1):

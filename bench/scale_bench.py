@@ -22,8 +22,8 @@ import tempfile
 import threading
 import time
 
-from common import (ENV, PYTHON, ROOT, all_stats, cpu_seconds, environ_value, fresh_dir, machine, records, rss_mb,
-                    save, table)
+from common import (ENV, PYTHON, ROOT, all_stats, cmdline, cpu_seconds, environ_value, fresh_dir, machine, records,
+                    rss_mb, save, table)
 
 MODEL = os.path.join(ROOT, "bench", "models", "synthetic.py")
 SPACE = os.path.join(ROOT, "bench", "spaces", "rosenbrock4.R")
@@ -45,8 +45,7 @@ class RankWatch(threading.Thread):
                 if int(fields[3]) != self.leader:
                     continue
                 rank = environ_value(pid, "OMPI_COMM_WORLD_RANK")
-                if rank is None or "candle_mbo" not in (open("/proc/%d/cmdline" % pid, "rb").read().decode(errors="replace")
-                                                         if os.path.exists("/proc/%d/cmdline" % pid) else ""):
+                if rank is None or "candle_mbo" not in cmdline(pid):
                     continue
                 try:
                     self.rss[int(rank)] = max(self.rss.get(int(rank), 0.0), rss_mb(pid))

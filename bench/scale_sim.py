@@ -196,9 +196,9 @@ class SimPool:
             self.idle.append(worker)
             self.busy_seconds += duration
             self.mean_duration = duration if self.mean_duration is None else 0.9 * self.mean_duration + 0.1 * duration
-            results.append({"run_id": task["run_id"], "status": "ok", "objective": objective(self.problem, task["params"]),
-                            "duration_s": duration, "started": finish - duration, "finished": finish,
-                            "worker": worker + 1, "task": task})
+            value = objective(self.problem, task["params"])
+            results.append({"run_id": task["run_id"], "status": "ok", "objective": value, "duration_s": duration,
+                            "started": finish - duration, "finished": finish, "worker": worker + 1, "task": task})
         self._dispatch()
         return results
 
@@ -206,7 +206,7 @@ class SimPool:
         pass
 
     def interrupt(self, wait_s=0):
-        return [], list(self.tasks)
+        return []
 
 
 class Quiet:
@@ -217,8 +217,8 @@ class Quiet:
         pass
 
 
-def simulate(workers, masters, mean_run, budget, problem, seed, make_optimizer, log, mode="async", propose_points=None,
-             design=None):
+def simulate(workers, masters, mean_run, budget, problem, seed, make_optimizer, log, mode="async",
+             propose_points=None, design=None):
     clock = Clock()
     rng = random.Random(seed)
     sims = [SimMaster(make_optimizer(index), index, clock) for index in range(masters)]
@@ -239,7 +239,8 @@ def simulate(workers, masters, mean_run, budget, problem, seed, make_optimizer, 
     durations = [d for m in sims for d in m.durations]
     points = [p for m in sims for p in m.points]
     proposed = sum(points)
-    return {"workers": workers, "masters": masters, "mean_run_s": mean_run, "budget": budget, "evaluations": len(records),
+    return {"workers": workers, "masters": masters, "mean_run_s": mean_run, "budget": budget,
+            "evaluations": len(records),
             "makespan_s": makespan, "utilization": pool.busy_seconds / (workers * makespan),
             "proposals_per_s": proposed / makespan if makespan else 0.0,
             "mean_proposal_s": statistics.mean(durations) if durations else 0.0,
@@ -272,8 +273,9 @@ def quality(seeds, log):
         for workers in (16, 63):
             cells = [problem, workers, budget]
             for masters in (1, 2, 4):
-                bests = [simulate(workers, masters, 60.0, budget, problem, seed, mbo_factory(problem, workers, budget), log,
-                                  design=max(2 * len(objective_dims(problem)), min(workers, budget // 3)))["best"]
+                design = max(2 * len(objective_dims(problem)), min(workers, budget // 3))
+                make = mbo_factory(problem, workers, budget)
+                bests = [simulate(workers, masters, 60.0, budget, problem, seed, make, log, design=design)["best"]
                          for seed in range(1, seeds + 1)]
                 data.append({"problem": problem, "workers": workers, "masters": masters, "bests": bests})
                 cells.append("%.4f (%.4f .. %.4f)" % (statistics.median(bests), min(bests), max(bests)))

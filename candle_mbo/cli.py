@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 
 import yaml
@@ -267,7 +268,7 @@ def main(build_parser, workflow, argv=None):
         return code
     terminal = sys.stderr  # a run's output capture may swap sys.stderr later: errors go here
     setup_logging(rank=0)
-    if _main_thread():
+    if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, _raise_interrupted)
     context = {"error_dir": None, "pool": None}
@@ -288,7 +289,9 @@ def main(build_parser, workflow, argv=None):
         return exc.code if isinstance(exc.code, int) else 0
     except (KeyboardInterrupt, Interrupted) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        print("error: interrupted (%s) before any run started" % signal.Signals(signum).name, file=terminal, flush=True)
+        when = ("after the runs ended; every result is saved" if context.get("dispatched")
+                else "before any run started")
+        print("error: interrupted (%s) %s" % (signal.Signals(signum).name, when), file=terminal, flush=True)
         _release(ranks, context)
         return 128 + signum
     except BaseException as exc:  # noqa: BLE001 - a bug or a broken framework: end every rank, loudly
@@ -308,12 +311,6 @@ def _release(ranks, context):
     if pool is not None and pool.started:
         pool.close()
     ranks.release()
-
-
-def _main_thread():
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _write_traceback(folder):

@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 
 from . import journal
@@ -55,8 +56,9 @@ class Task:
 class Source:
     """Where tasks come from. The loop calls, in this order: ``resume(replay)`` once, then repeatedly
     ``take(view)`` for new tasks and ``finished(record, task)`` for each result; ``exhausted()`` says no
-    task will come any more (with nothing of the source's still pending); ``stop()`` asks it to hand out
-    no more; ``close()`` at the end, whatever happened.
+    task will come any more (with nothing of the source's still pending; always true once stopped);
+    ``stop()`` asks it to hand out no more; ``cancelled(run_ids)`` names tasks the loop dropped before
+    they ran (they stay journaled, to run first on resume); ``close()`` at the end, whatever happened.
 
     ``view`` tells the source about the pool: ``idle`` workers, ``running`` tasks, ``queued`` tasks,
     ``workers``, the ``mean_duration`` of runs (s, or None) and ``finished`` records in the experiment.
@@ -76,6 +78,9 @@ class Source:
         raise NotImplementedError
 
     def stop(self):
+        pass
+
+    def cancelled(self, run_ids):
         pass
 
     def wait_s(self):
@@ -111,14 +116,15 @@ class Dispatcher:
         self.failing = None  # the fail-fast message, once it fired
         self.signal = None  # (signum, time) of the first stop signal
         self._grace_started = False
-        self.interrupted = []
+        self.unstarted = []  # tasks taken back from the pool in a grace period: interrupted before they ran
         for record in experiment.records:
             self._track_best(record)
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self):
         """Dispatch until the source is exhausted (or the job stops); return the exit code."""
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS} if _main_thread() else {}
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS} if main else {}
         try:
             for task in self.source.resume(self.experiment.replay):
                 task.rerun = True
@@ -163,7 +169,14 @@ class Dispatcher:
                               "run_dir": self.experiment.run_dir(task.run_id) if self.run_dirs else None})
 
     def _record(self, result):
-        """Store a finished run (durably, first), then tell everyone else."""
+        """Store a finished run (durably, first), then tell everyone else.
+
+        After a stop signal only ``ok`` results count: a run that failed or died then may have been hit by
+        the job's own signal (a scheduler sends it to every process of the job), so it stays unfinished,
+        journaled as interrupted, and runs again first on resume.
+        """
+        if self.signal is not None and result.get("status") != OK:
+            return
         task = self.tasks.pop(result["run_id"], None)
         record = finish_record(result, task)
         self.experiment.append(record)
@@ -188,25 +201,36 @@ class Dispatcher:
             write_json_atomic(self.experiment.file("best.json"), self.best)
 
     def _check_failing(self):
-        """Fail fast: the first ``max_failures`` runs of this job all failed and none succeeded."""
+        """Fail fast: the first ``max_failures`` runs of this job all failed, none succeeded, and work is left
+        (a job whose every planned run has a result ends normally, failed runs being results)."""
         limit = self.max_failures
         if not limit or self.failing is not None or len(self.finished_here) < limit:
             return
         if any(r.get("status") == OK for r in self.finished_here):
             return
+        if not self.tasks and self.source.exhausted():
+            return
+        done = len(self.finished_here)
         errors = collections.Counter(_error_kind(r) for r in self.finished_here)
         common, count = errors.most_common(1)[0]
         example = next(r for r in self.finished_here if _error_kind(r) == common)
         where = ("%s/runs/%s/model.log" % (self.experiment.path, example["run_id"]) if self.run_dirs
                  else "%s/logs/" % self.experiment.path)
-        self.failing = ("every run so far failed (%d of %d%s): %s; see %s. Stopped early (--max-failures %d; "
-                        "0 turns this off)" % (len(self.finished_here), len(self.finished_here),
-                                               "" if count == len(self.finished_here) else ", %d like this" % count,
-                                               common, where, limit))
-        log.error("error: %s", self.failing)
+        self.failing = ("every run so far failed (%d run%s%s): %s; see %s. Stopped early, the running runs "
+                        "finish (--max-failures %d; 0 turns this off)"
+                        % (done, "" if done == 1 else "s", "" if count == done else ", %d like this" % count,
+                           common, where, limit))
+        print("error: %s" % self.failing, file=sys.stderr, flush=True)
+        self._drop_queued()
+
+    def _drop_queued(self):
+        """Stop the source and take back what the pool has not sent: it stays journaled, to run first on resume."""
         self.source.stop()
-        for task in self.pool.cancel_queued():
-            self.tasks.pop(task["run_id"], None)
+        dropped = [task["run_id"] for task in self.pool.cancel_queued()]
+        for run_id in dropped:
+            self.tasks.pop(run_id, None)
+        self.source.cancelled(dropped)
+        return dropped
 
     # -- signals -----------------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
@@ -223,8 +247,8 @@ class Dispatcher:
             return True
         if not self._grace_started:
             self._grace_started = True
-            self.source.stop()
-            self.pool.cancel_queued()
+            for run_id in self._drop_queued():
+                self.unstarted.append(run_id)
             log.info("%s: no new runs; waiting up to %g s for %d running run%s (--grace)",
                      signal.Signals(signum).name, self.grace, len(self.pool.tasks),
                      "" if len(self.pool.tasks) == 1 else "s")
@@ -236,25 +260,17 @@ class Dispatcher:
         self.source.stop()
         for result in self.pool.poll(timeout=0):
             self._record(result)
-        unfinished = sorted(self.tasks)
+        unfinished = sorted(set(self.tasks) | set(self.unstarted))
         name = signal.Signals(signum).name
         if unfinished:
             self.experiment.append_events([journal.interrupted(unfinished, name)])
         self.experiment.sync()
         print("interrupted (%s): %d finished, %d interrupted (they run again first); continue with: %s"
               % (name, len(self.experiment.records), len(unfinished), self.resume_command), flush=True)
-        records, _ = self.pool.interrupt()
-        for record in records:  # finished in the last moment: a record beats "interrupted"
-            task = self.tasks.pop(record["run_id"], None)
-            self.experiment.append(finish_record(record, task))
-        self.interrupted = unfinished
+        for record in self.pool.interrupt():  # finished ok in the last moment: a record beats "interrupted"
+            if record.get("status") == OK:
+                self.experiment.append(finish_record(record, self.tasks.pop(record["run_id"], None)))
         return 128 + signum
-
-
-def _main_thread():
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _error_kind(record):

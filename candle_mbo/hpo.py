@@ -164,7 +164,8 @@ def run(args, ranks, context):
                 "isolation": args.isolation, "memory_limit": args.memory_limit,
                 "no_run_dirs": bool(args.no_run_dirs), "threads_per_worker": args.threads_per_worker,
                 "gpus_per_worker": args.gpus_per_worker, "max_failures": max_failures, "grace": args.grace,
-                "masters": n_masters, "workers": n_workers, "r_packages": master.call(master.optimizer.versions)}
+                "masters": args.masters, "masters_used": n_masters, "workers": n_workers,
+                "r_packages": master.call(master.optimizer.versions)}
     inputs = job.input_files(args, description, space=args.space)
     experiment = job.open_experiment(args, experiment, settings, inputs, param_columns=space["ids"],
                                      extra_columns=("iteration", "prop_type"), param_defaults=description.get("params"))
@@ -184,10 +185,13 @@ def run(args, ranks, context):
             for remote in masters[1:]:
                 pool.routes[remote.rank] = remote.handle
             source = SearchSource(masters, settings, log)
-            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, budget, ranks.size, "candle_mbo")
+            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, budget, ranks.size,
+                                            "candle_mbo", context)
             if code >= 128:
                 return code
             pool.close()
+            for each in masters:  # a failed tell would otherwise go unnoticed
+                each.check()
         else:
             code = 0
             for remote in masters[1:]:
@@ -201,8 +205,9 @@ def run(args, ranks, context):
     if best:
         extra.append("best: %s %s = %s with %s" % (best["run_id"], args.objective, format_objective(best["objective"]),
                                                    json.dumps(best["params"])))
-        extra.append("files: best.json, results.csv, results.jsonl%s%s"
-                     % (", " + os.path.basename(saved) if saved else "", "" if args.no_run_dirs else ", runs/<run_id>/"))
+        extra.append("files: report.html, best.json, results.csv, results.jsonl%s%s"
+                     % (", " + os.path.basename(saved) if saved else "",
+                        "" if args.no_run_dirs else ", runs/<run_id>/"))
     job.finish(args, experiment, dispatcher.start if dispatcher else time.time(), records, n_workers, extra)
     return code
 
@@ -219,9 +224,11 @@ def _remote_masters(ranks, master_ranks, opt_settings):
         received = ranks.link.wait(1.0, backoff)
         if received is not None and received[0] in remotes:
             remotes[received[0]].handle(received[1])
-    for remote in remotes.values():
-        if not remote.ready[0]:
-            raise UsageError("optimizer rank %d: %s" % (remote.rank, remote.ready[1]))
+    failed = [r for r in remotes.values() if not r.ready[0]]
+    if failed:
+        for remote in remotes.values():
+            remote.close()
+        raise UsageError("optimizer rank %d: %s" % (failed[0].rank, failed[0].ready[1]))
     return list(remotes.values())
 
 

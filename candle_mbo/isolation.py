@@ -45,6 +45,10 @@ KILL_GRACE_S = 2.0
 # A runner that dies is restarted for the next task; after this many failed starts in a row (with a
 # pause of 1, 2, ... s between them) the worker retires (see RunnerRetired).
 RESTART_ATTEMPTS = 3
+# The longest a runner may take to import the model (TensorFlow on a slow shared file system takes
+# minutes; a hung import -- a locked file, a stuck driver -- takes for ever). CANDLE_MBO_LOAD_TIMEOUT (s)
+# overrides it.
+LOAD_TIMEOUT_S = float(os.environ.get("CANDLE_MBO_LOAD_TIMEOUT", 1800))
 # Variables that would make a runner (or a model that imports mpi4py) join the parent's MPI job.
 _MPI_ENV_PREFIXES = ("OMPI_COMM_WORLD", "OMPI_MCA_ess", "OMPI_MCA_orte", "OMPI_MCA_pmix", "PMIX_", "PMI_")
 _PR_SET_PDEATHSIG = 1
@@ -107,8 +111,8 @@ def _start_watchdog(runner_pid):
         for fd in range(3, 256):  # the runner's pipes and anything else it holds
             with contextlib.suppress(OSError):
                 os.close(fd)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # only its parent's death (or SIGKILL) ends the watchdog
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
         _set_death_signal(signal.SIGUSR2)
         if os.getppid() == runner_pid:
@@ -132,6 +136,9 @@ def runner_main(read_fd, write_fd, parent_pid):
     _set_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before prctl took effect
+    for sig in (signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)  # a job's stop signals are the dispatcher's to act on (a scheduler
+        # may send them to every process of the job); SIGTERM keeps its meaning: the timeout's first warning
     os.set_inheritable(read_fd, False)  # programs the model runs never hold our pipes
     os.set_inheritable(write_fd, False)
     _start_watchdog(os.getpid())
@@ -224,8 +231,21 @@ class IsolatedRunner:
             self._pidfd = None  # an old kernel: deaths are also checked every second (see _wait)
         send_message(self._to_child, self.config)
 
-    def wait_ready(self):
-        """Block until the model is imported; raise RunnerStartError with the reason if it is not."""
+    def wait_ready(self, timeout=None):
+        """Wait until the model is imported; raise RunnerStartError with the reason if it is not, or if it
+        takes longer than ``timeout`` s (default LOAD_TIMEOUT_S: a hung import must not hold work for ever)."""
+        timeout = LOAD_TIMEOUT_S if timeout is None else timeout
+        poller = select.poll()
+        poller.register(self._from_child, select.POLLIN | select.POLLHUP | select.POLLERR)
+        deadline = time.monotonic() + timeout
+        while not poller.poll(max(0, int(min(deadline - time.monotonic(), 1.0) * 1000))):
+            if time.monotonic() >= deadline:
+                self._kill()
+                self._reap()
+                raise RunnerStartError("the model did not finish loading within %d s (a hung import?)%s"
+                                       % (timeout, "; see %s" % self.log_path if self.log_path else ""))
+            if self.process.poll() is not None:
+                break
         try:
             kind, payload = receive_message(self._from_child)
         except EOFError:

@@ -17,7 +17,7 @@ from .isolation import RunnerStartError, probe_model
 from .pool import Pool
 from .progress import Progress
 from .runner import ModelError, check_model_source
-from .store import Experiment, next_experiment_dir
+from .store import Experiment, load_journal, next_experiment_dir
 
 log = logging.getLogger("candle_mbo")
 
@@ -65,6 +65,12 @@ def resumable(args, kind, build_parser, identity):
     cli.apply_stored(args, stored, identity, paths=PATH_OPTIONS)
     args.stored_workers = stored.get("workers")
     return experiment
+
+
+def journal_of(experiment):
+    """What the experiment's journal says, read without changing anything (for checks before opening it)."""
+    entries = load_journal(experiment.file("results.jsonl"), repair=False, warn=lambda message: None)
+    return journal.Replay(entries, experiment.file("results.jsonl"))
 
 
 def check_model(args, require_objective):
@@ -184,13 +190,14 @@ def start_workers(ranks, worker_ranks, envs, args, experiment, require_objective
     return pool
 
 
-def dispatch(source, pool, experiment, args, settings, total, size, entry):
+def dispatch(source, pool, experiment, args, settings, total, size, entry, context):
     """Run the loop; returns ``(exit code, dispatcher)``."""
     progress = Progress(total=total, objective_name=args.objective, maximize=bool(args.maximize),
                         done=len(experiment.records), quiet=args.quiet)
     progress.seed(experiment.records)
     loop_settings = dict(settings, resume_command=resume_command(entry, experiment.path, size))
     dispatcher = Dispatcher(source, pool, experiment, progress, loop_settings)
+    context["dispatched"] = True
     try:
         code = dispatcher.run()
     finally:

@@ -83,11 +83,6 @@ class Replay:
                 if previous is None:
                     self.dispatched[run_id] = entry
         self.unfinished = [e for e in self.dispatched.values() if e["run_id"] not in finished]
-        self.finished_ids = finished
-
-    def entry_of(self, record):
-        """The dispatched entry of a finished record (None for records older than the journal)."""
-        return self.dispatched.get(record.get("run_id"))
 
 
 def run_number(run_id):
@@ -139,7 +134,10 @@ def changed_inputs(pinned, current):
     problems = []
     for role, item in sorted(pinned.items()):
         now = current.get(role)
-        what = "the model file %s" % item["path"] if role.startswith("model:") else "%s %s" % (_ROLE_NAMES.get(role, role), item["path"])
+        if role.startswith("model:"):
+            what = "the model file %s" % item["path"]
+        else:
+            what = "%s %s" % (_ROLE_NAMES.get(role, role), item["path"])
         if now is None:
             if role.startswith("model:") and not os.path.exists(item["path"]):
                 problems.append("%s is gone" % what)
@@ -152,7 +150,8 @@ def changed_inputs(pinned, current):
             problems.append("%s changed since the experiment started" % what)
     for role in sorted(set(current) - set(pinned)):
         if not role.startswith("model:"):
-            problems.append("%s %s was not part of the experiment" % (_ROLE_NAMES.get(role, role), current[role]["path"]))
+            problems.append("%s %s was not part of the experiment"
+                            % (_ROLE_NAMES.get(role, role), current[role]["path"]))
     return problems
 
 

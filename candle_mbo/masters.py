@@ -25,7 +25,6 @@ A proposal travels as ``(proposal_id, x, params, prop_type, info)``. Messages fr
 order, so a master has always learnt what the dispatcher knew when it asked for a proposal.
 """
 
-import collections
 import logging
 import os
 import queue
@@ -273,9 +272,12 @@ class RemoteMaster:
     def requested(self):
         return self._request[1] if self._request else 0
 
-    def proposals(self):
+    def check(self):
         if self._failure is not None:
             raise RuntimeError("optimizer rank %d failed: %s" % (self.rank, self._failure))
+
+    def proposals(self):
+        self.check()
         if self._answer is None:
             return None
         answer, self._answer, self._request = self._answer, None, None
@@ -355,5 +357,3 @@ def masters_rule(workers):
     """The default number of masters for ``workers`` workers (documented in --help and the user guide)."""
     return max(1, min(8, (workers + 255) // 256))
 
-
-Pending = collections.namedtuple("Pending", "run_id origin proposal_id x params prop_type info step")

@@ -66,8 +66,6 @@ def plan(workers, masters, threads_per_worker=None, gpus_per_worker=0):
     ``workers`` and ``masters`` map ranks to their :func:`node_info`. ``env`` holds the variables a
     worker's runner gets (thread counts, CUDA_VISIBLE_DEVICES and its AMD twins).
     """
-    if gpus_per_worker < 0:
-        raise UsageError("--gpus-per-worker %d: must be 0 (no GPU mapping) or a positive number" % gpus_per_worker)
     envs = {rank: {} for rank in workers}
     warnings = []
     by_host = {}
@@ -89,8 +87,8 @@ def plan(workers, masters, threads_per_worker=None, gpus_per_worker=0):
                                                       % (r, ",".join(mapping[r]), envs[r]["OMP_NUM_THREADS"])
                                                       for r in ranks)))
         else:
-            lines.append("%s: %d worker%s x %s threads" % (host, len(ranks), "" if len(ranks) == 1 else "s",
-                                                          "/".join(sorted({envs[r]["OMP_NUM_THREADS"] for r in ranks}))))
+            threads = "/".join(sorted({envs[r]["OMP_NUM_THREADS"] for r in ranks}))
+            lines.append("%s: %d worker%s x %s threads" % (host, len(ranks), "" if len(ranks) == 1 else "s", threads))
     return envs, lines, warnings
 
 

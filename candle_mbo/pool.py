@@ -87,7 +87,8 @@ class Pool:
         return sum(1 for w in self.workers.values() if w.usable)
 
     def close(self):
-        """Stop every worker rank, left-out ones included, after their current task (idempotent)."""
+        """Stop every worker rank, left-out ones included (idempotent). Called when nothing is in flight;
+        a worker that still runs something kills it (see worker.py)."""
         if self.closed:
             return
         self.closed = True
@@ -96,13 +97,9 @@ class Pool:
         self.link.flush()
 
     def interrupt(self, wait_s=2.0):
-        """Stop every worker now, killing the runs in progress.
-
-        Returns ``(records, interrupted_ids)``: results that still arrived, and the run ids sent or queued
-        that did not finish.
-        """
+        """Stop every worker now, killing the runs in progress; return the results that still arrived."""
         if self.closed:
-            return [], []
+            return []
         self.closed = True
         for rank in self.workers:
             self.link.send(rank, ("stop", {"now": True}))
@@ -122,8 +119,7 @@ class Pool:
                     if self._finish(rank, record):
                         records.append(record)
         self.link.flush(timeout=1.0)
-        interrupted = list(self.tasks) + [t["run_id"] for t in self.queue]
-        return records, interrupted
+        return records
 
     def abort(self, code=1):
         """End the whole job now (every rank, every runner): after a fatal error on the dispatcher."""
@@ -143,10 +139,6 @@ class Pool:
     def idle_workers(self):
         """Usable workers with nothing in flight."""
         return sum(1 for w in self.workers.values() if w.usable and not w.messages)
-
-    def running(self):
-        """Run ids sent to workers and not finished."""
-        return list(self.tasks)
 
     def cancel_queued(self):
         """Drop the tasks not yet sent to a worker; return them."""

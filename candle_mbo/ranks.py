@@ -12,6 +12,7 @@ Without an MPI launcher (or with one rank), the same code runs with one local wo
 process talking to rank 0 through queues.
 """
 
+import signal
 import threading
 import time
 
@@ -97,8 +98,24 @@ class Ranks:
         self.link.abort(code)
 
 
+def _note_signal(signum, frame):
+    """A stop signal before this rank has a role: rank 0 decides what it means (it sends a stop)."""
+    _note_signal.first = _note_signal.first or (signum, time.monotonic())
+
+
+_note_signal.first = None
+
+
 def follower(link, master=0):
-    """Every rank but 0: hello, then the role rank 0 gives; returns the rank's exit code."""
+    """Every rank but 0: hello, then the role rank 0 gives; returns the rank's exit code.
+
+    Stop signals (SIGTERM, SIGINT, SIGUSR1: a launcher passes them to every rank) never kill a rank
+    outright: rank 0 decides, and stops every rank through its messages (a worker that hears nothing
+    leaves on its own, see worker.py).
+    """
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, _note_signal)
     info = node_info()
     link.send(master, ("hello", info))
     backoff = Backoff()

@@ -23,14 +23,19 @@ class UpfSource(Source):
         self.todo = collections.deque()
         self.stopped = False
 
-    def resume(self, replay):
+    def check(self, replay):
+        """Refuse a line whose id the journal holds with other parameters (called before anything changes)."""
         done = {r["run_id"]: r for r in replay.records}
-        waiting = {e["run_id"]: e for e in replay.unfinished}
         for line in self.lines:
             earlier = replay.dispatched.get(line.run_id) or done.get(line.run_id)
             if earlier is not None and _canonical(earlier.get("params")) != _canonical(line.params):
                 raise UsageError("%s:%d: id %r already ran with other parameters (%s); give the edited line a new id"
                                  % (self.path, line.lineno, line.run_id, _short_json(earlier.get("params"))))
+
+    def resume(self, replay):
+        self.check(replay)
+        done = {r["run_id"] for r in replay.records}
+        waiting = {e["run_id"] for e in replay.unfinished}
         self.todo.extend(line for line in self.lines if line.run_id not in done and line.run_id not in waiting)
         return [Task(e["run_id"], e["params"], {"line": e.get("line")}) for e in replay.unfinished]
 
@@ -119,7 +124,6 @@ class SearchSource(Source):
         self.proposed = 0  # points proposed after the design (for --iterations in async mode)
         self.finished_count = 0
         self.stopped = False
-        self.counts = collections.Counter()  # prop_type of the points handed out
 
     # -- run ids, steps ----------------------------------------------------------------------------
     def _new_run_id(self):
@@ -160,8 +164,13 @@ class SearchSource(Source):
                 items.insert(0, {"x": record["x"], "y": objective_value(record), "step": record.get("iteration") or 0,
                                  "prop_type": record.get("prop_type"), "info": record.get("proposal") or {},
                                  "running": False})
+        # By step, dispatch order kept within a step: several masters dispatch their steps out of order,
+        # and the optimizer rebuilds its path step by step (and returns the running points in that order).
+        items.sort(key=lambda item: item["step"])
+        running.sort(key=lambda entry: entry.get("step") or 0)
         self.designed = bool(items)
         self.step = max([i["step"] for i in items], default=0) + 1
+        self.proposed = sum(1 for i in items if i["step"] > 0)  # --iterations counts across resumes
         if items:
             for master in self.masters:
                 master.restore(items, [e["run_id"] for e in running])
@@ -192,7 +201,6 @@ class SearchSource(Source):
         for point in points:
             self.running[point.run_id] = point
             items.append((point.run_id, point.origin, point.proposal_id, point.x))
-            self.counts[point.prop_type] += 1
         if items:
             for master in self.masters:
                 master.dispatched(items)
@@ -295,9 +303,15 @@ class SearchSource(Source):
             self.batch = None
 
     def exhausted(self):
+        if self.stopped:
+            return True  # what is still running is the loop's; answers still being computed are dropped
         if self.running or self.ready or any(m.busy for m in self.masters) or self.batch is not None:
             return False
         return self.designed and (self._stopping() or self._room() <= 0)
+
+    def cancelled(self, run_ids):
+        for run_id in run_ids:
+            self.running.pop(run_id, None)
 
     def stop(self):
         self.stopped = True

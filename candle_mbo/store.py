@@ -113,10 +113,6 @@ class Experiment:
     def run_dir(self, run_id):
         return self.file("runs", run_id)
 
-    @property
-    def finished_ids(self):
-        return {r["run_id"] for r in self.records}
-
     # -- opening -------------------------------------------------------------------------------
     def check(self):
         """Validate the directory for a new or resumed experiment without changing anything."""

@@ -132,6 +132,8 @@ def run(args, ranks, context):
         columns += [k for k in line.params if k not in columns]
     inputs = job.input_files(args, description, upf=args.upf)
     source = UpfSource(lines, args.upf)
+    if args.resume:
+        source.check(job.journal_of(experiment))  # an edited line is refused before anything changes
     experiment = job.open_experiment(args, experiment, settings, inputs, param_columns=columns,
                                      param_defaults=description.get("params"))
     context["error_dir"] = experiment.file("logs")
@@ -149,7 +151,7 @@ def run(args, ranks, context):
         if len(lines) - done > 0 or waiting:
             pool = job.start_workers(ranks, worker_ranks, envs, args, experiment, False, context)
             code, dispatcher = job.dispatch(source, pool, experiment, args, settings, len(lines), ranks.size,
-                                            "candle_mbo.upf")
+                                            "candle_mbo.upf", context)
             if code >= 128:
                 return code
             pool.close()

@@ -137,7 +137,9 @@ class _Signals:
         self.first = None  # (signal number, time) of the first signal
         self.executor = None
 
-    def install(self):
+    def install(self, earlier=None):
+        """Handle stop signals from now on; ``earlier``: a (signal, time) this rank saw before its role."""
+        self.first = earlier
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
@@ -174,7 +176,9 @@ class _WorkerState:
     def start(self, settings):
         """Install the signal handlers and load the model; tell the dispatcher how that went."""
         if not self.in_process and threading.current_thread() is threading.main_thread():
-            self.signals.install()
+            from .ranks import _note_signal
+
+            self.signals.install(_note_signal.first)
         self.grace = float(settings.get("grace") or 0)
         try:
             self.executor = make_executor(settings, self.rank, self.in_process)

@@ -216,7 +216,8 @@ def test_unknown_hyperparameter_names_are_warned_and_typos_refused(tmp_path):
                                    "--no-report", "--quiet"], timeout=180)
     assert result.returncode == 0, describe(result)
     assert "warmup_lr" in result.stdout and "does not define" in result.stdout
-    space.write_text("param.set <- makeParamSet(makeNumericParam('x1', 0, 1), makeNumericParam('learning_rte', 0, 1))\n")
+    space.write_text("param.set <- makeParamSet(makeNumericParam('x1', 0, 1), "
+                     "makeNumericParam('learning_rte', 0, 1))\n")
     args = ["--model", BRANIN, "--space", space, "--budget", 5, "--no-report", "--quiet"]
     refused = launch("candle_mbo", args + ["--output", tmp_path / "out2"], timeout=180)
     assert refused.returncode == 2 and "did you mean learning_rate?" in refused.stderr, describe(refused)

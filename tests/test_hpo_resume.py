@@ -85,17 +85,23 @@ def test_kill_or_sigterm_at_five_moments_then_resume(tmp_path, moment, sig):
     process = hpo(tmp_path, wait=False, extra_env=env)
     try:
         assert wait_until(lambda: trace_count(trace, event) >= count or process.poll() is not None, 240, 0.01)
+        alive = process.poll() is None  # "last": the job may already have ended by itself
         if sig == signal.SIGKILL:
             kill_group(process, signal.SIGKILL)
         else:
             process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+        stdout, _ = process.communicate(timeout=60)
     finally:
         kill_group(process, signal.SIGKILL)
     out = tmp_path / "out"
     before = read_records(out)
-    dispatched = {e["run_id"] for e in read_journal(out) if e.get("event") == "dispatched"}
+    journal = read_journal(out)
+    dispatched = {e["run_id"] for e in journal if e.get("event") == "dispatched"}
     interrupted = dispatched - {r["run_id"] for r in before}
+    if sig == signal.SIGTERM and alive and len(before) < BUDGET:
+        assert "interrupted (SIGTERM)" in stdout and "continue with: mpiexec -n 3 " in stdout, stdout
+        events = [e for e in journal if e.get("event") == "interrupted"]
+        assert events and set(events[-1]["run_ids"]) == interrupted
     result = hpo(tmp_path, "--resume")
     assert result.returncode == 0, describe(result)
     check_journal(out, before)
@@ -120,7 +126,8 @@ def test_interrupted_runs_continue_from_their_own_checkpoint(tmp_path):
     logs = [(out / "runs" / r["run_id"] / "model.log").read_text() for r in rerun]
     assert any("restored from epoch" in log for log in logs)  # an interrupted run continued
     for record in rerun:  # and never restored another configuration's checkpoint
-        trained = [json.loads(line)["x"] for line in (out / "runs" / record["run_id"] / "epochs.log").read_text().splitlines()]
+        log = (out / "runs" / record["run_id"] / "epochs.log").read_text()
+        trained = [json.loads(line)["x"] for line in log.splitlines()]
         assert set(trained) == {record["params"]["x"]}
 
 
@@ -152,15 +159,18 @@ def test_a_seeded_sync_search_resumed_after_a_kill_proposes_what_the_uninterrupt
     assert steps(broken / "out") == steps(straight / "out")
 
 
-def test_a_search_whose_every_run_fails_stops_early(tmp_path):
+@pytest.mark.parametrize("space", ["faulty_space.R", "faulty_space5.R"])
+def test_a_search_whose_every_run_fails_stops_early(tmp_path, space):
+    """The 5-d space's design (10 points) outnumbers the fail-fast limit plus the workers: queued design
+    points are taken back when the job stops (they stay journaled)."""
     defaults = tmp_path / "none.txt"
     defaults.write_text("[Global_Params]\nmodel_name = 'faulty'\nfate = 'none'\n")
-    args = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--default-model", str(defaults),
+    args = ["--model", FAULTY, "--space", os.path.join(FIXTURES, space), "--default-model", str(defaults),
             "--budget", 30, "--output", str(tmp_path / "out"), "--no-report"]
     result = launch("candle_mbo", args, np=3, timeout=300)
     assert result.returncode == 3, describe(result)
-    assert "every run so far failed" in result.stdout + result.stderr
-    assert "run() returned None" in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: every run so far failed")]
+    assert len(errors) == 1 and "run() returned None" in errors[0]
     assert len(read_records(tmp_path / "out")) < 30
 
 

@@ -61,8 +61,10 @@ class BoxOptimizer:
             self.pending.pop(proposal.id, None)
 
     def restore(self, items):
+        """As the R side does: the path is rebuilt step by step, and the running points come back by step."""
         self.told += [i["y"] for i in items if not i["running"]]
-        return [self.adopt(i["x"]) for i in items if i["running"]]
+        by_step = sorted((i for i in items if i["running"]), key=lambda i: i["step"])
+        return [self.adopt(i["x"]) for i in by_step]
 
     def messages(self):
         return []
@@ -102,3 +104,41 @@ def test_a_sync_search_tells_whole_batches_in_proposal_order():
     assert [k for k, _ in optimizer.requests] == [3, 3, 3]  # 6 design + 3 + 3 + 3 = 15
     assert all(pending == 0 for _, pending in optimizer.requests)  # nothing running when a batch is proposed
     assert optimizer.told_ids == sorted(optimizer.told_ids)  # design, then each batch, in proposal order
+
+
+def test_a_resume_pairs_each_interrupted_run_with_its_own_point_when_steps_were_dispatched_out_of_order():
+    """Two masters dispatch their steps out of order; after a resume, each rerun's result must be told
+    against its own point."""
+    from candle_mbo.journal import Replay
+    from candle_mbo.masters import MasterLogic
+    from candle_mbo.sources import SearchSource
+
+    def entry(run_id, step, x):
+        return {"event": "dispatched", "run_id": run_id, "params": {"x1": x}, "x": {"x1": x}, "step": step,
+                "prop_type": "infill_cb", "master": step % 2}
+
+    journal = [entry("run-0001", 0, 0.1), entry("run-0002", 2, 0.2), entry("run-0003", 1, 0.3),
+               {"run_id": "run-0001", "status": "ok", "objective": 1.0}]
+    optimizer = BoxOptimizer(0)
+    logic = MasterLogic(optimizer, 0)
+
+    class Handle:
+        index = 0
+        busy = False
+        proposal_seconds = None
+
+        def restore(self, items, running_ids):
+            logic.restore(items, running_ids)
+
+        def dispatched(self, items):
+            logic.dispatched(items)
+
+        def requested(self):
+            return 0
+
+    settings = {"budget": 10, "design_size": 1, "mode": "async", "propose_points": 2, "seed": 1}
+    source = SearchSource([Handle()], settings, logging.getLogger("test"))
+    tasks = source.resume(Replay(journal))
+    assert [t.run_id for t in tasks] == ["run-0003", "run-0002"]  # by step
+    for run_id, x in (("run-0002", 0.2), ("run-0003", 0.3)):
+        assert logic.running[run_id].x == {"x1": x}

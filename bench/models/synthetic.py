@@ -1,9 +1,9 @@
 """A CANDLE-compliant benchmark for the HPO benchmarks: Branin or Hartmann-6, taking time like training.
 
 ``function``: branin (x1 in [-5, 10], x2 in [0, 15]; minimum 0.397887), hartmann6 (x1..x6 in [0, 1];
-minimum -3.32237) or rosenbrock4 (x1..x4 in [-2, 2]; minimum 0 at (1, 1, 1, 1)). Each run sleeps between ``min_s`` and ``max_s`` seconds: where in that range
-depends on x1 (half) and on chance (half), as real training time depends on hyperparameters and on
-the machine.
+minimum -3.32237) or rosenbrock4 (x1..x4 in [-2, 2]; minimum 0 at (1, 1, 1, 1)). Each run sleeps
+between ``min_s`` and ``max_s`` seconds: where in that range depends on x1 (half) and on chance (half),
+as real training time depends on hyperparameters and on the machine.
 """
 
 import math
