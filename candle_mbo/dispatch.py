@@ -116,6 +116,7 @@ class Dispatcher:
         self.failing = None  # the fail-fast message, once it fired
         self.signal = None  # (signum, time) of the first stop signal
         self._grace_started = False
+        self._said = False
         self.unstarted = []  # tasks taken back from the pool in a grace period: interrupted before they ran
         for record in experiment.records:
             self._track_best(record)
@@ -235,9 +236,25 @@ class Dispatcher:
     # -- signals -----------------------------------------------------------------------------------
     def _on_signal(self, signum, frame):
         if self.signal is not None:
-            sys.stdout.flush()
             os._exit(128 + signum)
         self.signal = (signum, time.monotonic())
+        if signum not in GRACE_SIGNALS or not self.grace:
+            # Said at once, from the handler: the loop may be held up (a slow file system) past the
+            # launcher's SIGKILL, and the journal already lets the resume rerun what did not finish.
+            self._say_interrupted(signum)
+
+    def _say_interrupted(self, signum):
+        """The one line that tells how to continue (once; a raw write, safe while a print is in progress)."""
+        if self._said:
+            return
+        self._said = True
+        line = ("interrupted (%s): %d finished, %d interrupted (they run again first); continue with: %s\n"
+                % (signal.Signals(signum).name, len(self.experiment.records), len(self.tasks) + len(self.unstarted),
+                   self.resume_command))
+        try:
+            os.write(1, line.encode("utf-8", "replace"))
+        except OSError:
+            pass
 
     def _signal_ends(self):
         """After a stop signal: True at once, or (SIGTERM/SIGUSR1 with --grace) once the running runs
@@ -265,8 +282,8 @@ class Dispatcher:
         if unfinished:
             self.experiment.append_events([journal.interrupted(unfinished, name)])
         self.experiment.sync()
-        print("interrupted (%s): %d finished, %d interrupted (they run again first); continue with: %s"
-              % (name, len(self.experiment.records), len(unfinished), self.resume_command), flush=True)
+        sys.stdout.flush()
+        self._say_interrupted(signum)
         for record in self.pool.interrupt():  # finished ok in the last moment: a record beats "interrupted"
             if record.get("status") == OK:
                 self.experiment.append(finish_record(record, self.tasks.pop(record["run_id"], None)))

@@ -119,6 +119,15 @@ def plan_workers(ranks, worker_ranks, master_ranks, args):
     return envs
 
 
+def check_pinned(args, experiment, inputs):
+    """--resume: refuse inputs that changed since the experiment started (unless --accept-changed)."""
+    problems = journal.changed_inputs(experiment.read_settings().get("inputs") or {}, inputs)
+    if problems and not args.accept_changed:
+        raise UsageError("%s; a resumed experiment uses the inputs it started with (restore them; the originals "
+                         "of the data files are in %s), or add --accept-changed to go on anyway"
+                         % ("; ".join(problems), experiment.file("inputs")))
+
+
 def open_experiment(args, experiment, settings, inputs, param_columns=(), extra_columns=(), param_defaults=None):
     """Create (or reopen, on --resume) the experiment: check and pin its inputs, write experiment.yaml."""
     if experiment is None:
@@ -128,11 +137,7 @@ def open_experiment(args, experiment, settings, inputs, param_columns=(), extra_
     experiment.param_defaults = dict(param_defaults or {})
     previous = experiment.read_settings() if args.resume else {}
     if args.resume:
-        problems = journal.changed_inputs(previous.get("inputs") or {}, inputs)
-        if problems and not args.accept_changed:
-            raise UsageError("%s; a resumed experiment uses the inputs it started with (restore them; the "
-                             "originals of the data files are in %s), or add --accept-changed to go on anyway"
-                             % ("; ".join(problems), experiment.file("inputs")))
+        check_pinned(args, experiment, inputs)
         if previous.get("workers") and previous["workers"] != settings.get("workers"):
             log.warning("warning: resuming with %d worker%s; the experiment ran with %d (launch it with the same "
                         "mpiexec -n to keep the pace)", settings["workers"], "" if settings["workers"] == 1 else "s",

@@ -132,8 +132,9 @@ def run(args, ranks, context):
         columns += [k for k in line.params if k not in columns]
     inputs = job.input_files(args, description, upf=args.upf)
     source = UpfSource(lines, args.upf)
-    if args.resume:
-        source.check(job.journal_of(experiment))  # an edited line is refused before anything changes
+    if args.resume:  # an edited input, then an edited line whose id ran, are refused before anything changes
+        job.check_pinned(args, experiment, inputs)
+        source.check(job.journal_of(experiment))
     experiment = job.open_experiment(args, experiment, settings, inputs, param_columns=columns,
                                      param_defaults=description.get("params"))
     context["error_dir"] = experiment.file("logs")

@@ -100,8 +100,9 @@ def test_kill_or_sigterm_at_five_moments_then_resume(tmp_path, moment, sig):
     interrupted = dispatched - {r["run_id"] for r in before}
     if sig == signal.SIGTERM and alive and len(before) < BUDGET:
         assert "interrupted (SIGTERM)" in stdout and "continue with: mpiexec -n 3 " in stdout, stdout
-        events = [e for e in journal if e.get("event") == "interrupted"]
-        assert events and set(events[-1]["run_ids"]) == interrupted
+        if moment != "writing":  # there the dispatcher is held in the write until OpenMPI's SIGKILL
+            events = [e for e in journal if e.get("event") == "interrupted"]
+            assert events and interrupted <= set(events[-1]["run_ids"])  # one may still have finished ok
     result = hpo(tmp_path, "--resume")
     assert result.returncode == 0, describe(result)
     check_journal(out, before)

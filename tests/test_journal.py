@@ -129,8 +129,11 @@ def test_edited_inputs_are_refused_on_resume_unless_accepted(tmp_path):
     assert "the UPF file %s changed since the experiment started" % (tmp_path / "runs.upf") in refused.stderr
     assert "--accept-changed" in refused.stderr
     assert (tmp_path / "out" / "results.jsonl").read_bytes() == journal_before  # nothing appended
+    settings_before = (tmp_path / "out" / "experiment.yaml").read_bytes()
     accepted = resume(tmp_path, extra=["--accept-changed"])
     assert accepted.returncode == 2 and "already ran with other parameters" in accepted.stderr  # b was dispatched
+    assert (tmp_path / "out" / "experiment.yaml").read_bytes() == settings_before  # refused before any change
+    assert (tmp_path / "out" / "results.jsonl").read_bytes() == journal_before
     write_upf(tmp_path / "runs.upf", [{"id": "a"}, {"id": "b", "fate": "sleep"}, {"id": "c"}])
     accepted = resume(tmp_path, extra=["--accept-changed", "--timeout", "2"])
     assert accepted.returncode == 0, describe(accepted)
