@@ -1,5 +1,6 @@
 """UPF workflow for real: subprocesses, with and without mpiexec, faults, kill -9 and resume."""
 
+import csv
 import json
 import os
 import signal
@@ -19,11 +20,18 @@ def upf_run(tmp_path, lines, np=None, extra=(), output="out", timeout=240, extra
 
 
 def test_without_mpiexec(tmp_path):
-    result = upf_run(tmp_path, [{"id": "a", "value": 2}, {"value": 3}, "", "# comment", {"id": "c", "value": "4"}])
+    result = upf_run(tmp_path, [{"id": "a", "value": 2}, {"value": 3}, "", "# comment", {"id": "c", "value": "4"},
+                                {"id": "baseline"}])
     assert result.returncode == 0, describe(result)
     records = {r["run_id"]: r for r in read_records(tmp_path / "out")}
-    assert {k: r["objective"] for k, r in records.items()} == {"a": 2.0, "line-2": 3.0, "c": 4.0}
-    assert "3 ok" in result.stdout
+    assert {k: r["objective"] for k, r in records.items()} == {"a": 2.0, "line-2": 3.0, "c": 4.0, "baseline": 1.0}
+    assert "4 ok" in result.stdout
+    best = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert best == {"run_id": "baseline", "objective": 1.0, "params": {}}
+    with open(tmp_path / "out" / "results.csv", newline="") as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    assert rows["baseline"]["value"] == "1.0"  # the benchmark's default, which the baseline line ran with
+    assert rows["a"]["value"] == "2"
     for name in ("experiment.yaml", "results.csv", "runs/a/params.json", "runs/a/result.json", "runs/a/model.log"):
         assert (tmp_path / "out" / name).exists(), name
 
