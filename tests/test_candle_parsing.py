@@ -328,7 +328,7 @@ def test_data_dir_is_one_folder_per_job(tmp_path, monkeypatch):
     of a benchmark gets the same data_dir whatever its output_dir."""
     write(tmp_path / "d.txt", "[Global_Params]\nmodel_name = 'q'\n")
     monkeypatch.setattr(sys, "argv", ["b"])
-    monkeypatch.delenv("CANDLE_DATA_DIR", raising=False)
+    monkeypatch.setenv("CANDLE_DATA_DIR", "")  # unset for the layer, and restored afterwards (set_default sets it)
     monkeypatch.chdir(tmp_path)
     bmk = candle.Benchmark(str(tmp_path), "d.txt", "keras")
     assert candle.finalize_parameters(bmk)["data_dir"] == str(tmp_path / "q" / "Data")

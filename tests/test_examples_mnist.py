@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_records
 
 import candle
 from candle_mbo.candle_api import _benchmark
@@ -99,7 +100,7 @@ def test_upf_coerces_list_parameters(tmp_path):
                            "--output", str(out), "--no-report"],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, _show(proc)
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    records = read_records(out)
     assert len(records) == 2 and all(r["status"] == "ok" for r in records), records
     params = json.loads((out / "runs" / "small" / "params.json").read_text())
     assert params["dense"] == [128, 64] and params["epochs"] == 1

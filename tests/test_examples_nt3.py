@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_records
 
 pytest.importorskip("torch")
 
@@ -48,7 +49,7 @@ def test_upf_coerces_list_parameters(tmp_path):
                            "--output", str(out), "--no-report"],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, _show(proc)
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    records = read_records(out)
     assert len(records) == 2, records
     assert {r["run_id"] for r in records} == {"base", "small"}
     assert all(r["status"] == "ok" for r in records), records
@@ -74,7 +75,7 @@ def test_upf_under_mpi(tmp_path):
                            "--model", MODEL, "--upf", str(upf), "--output", str(out), "--no-report"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, _show(proc)
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    records = read_records(out)
     assert sorted(r["run_id"] for r in records) == ["a", "b"]
     assert all(r["status"] == "ok" for r in records), records
     params = json.loads((out / "runs" / "b" / "params.json").read_text())
