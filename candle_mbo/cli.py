@@ -41,11 +41,23 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError("%s (see --help)" % message)
 
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be a whole number of at least 1, got %s" % text)
-    return value
+def _whole_number(minimum, wording):
+    """An argparse type for whole numbers of at least ``minimum`` (``wording``: what the error says)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("expected a whole number, got %r" % text) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError("%s, got %s" % (wording, text))
+        return value
+
+    parse.__name__ = "a whole number >= %d" % minimum
+    return parse
+
+
+positive_int = _whole_number(1, "must be a whole number of at least 1")
+nonnegative_int = _whole_number(0, "must be 0 or more")
 
 
 def nonnegative_float(text):
@@ -58,19 +70,7 @@ def nonnegative_float(text):
     return value
 
 
-def nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number, got %r" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more, got %s" % text)
-    return value
-
-
-positive_int.__name__ = "a whole number >= 1"
 nonnegative_float.__name__ = "seconds"
-nonnegative_int.__name__ = "a whole number >= 0"
 
 
 def add_common_arguments(parser):
