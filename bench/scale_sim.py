@@ -70,7 +70,7 @@ class SimMaster:
         self.clock = clock
         self.free_at = 0.0
         self._answer = None  # (ready time, step, items, k)
-        self.proposal_seconds = None
+        self.last_seconds = None
         self.durations = []
         self.points = []
 
@@ -90,8 +90,8 @@ class SimMaster:
         items, spent = self._occupy(self.logic.propose, k, seed)
         self._answer = (self.free_at, step, items, k)
         self.durations.append(spent)
+        self.last_seconds = spent
         self.points.append(len(items))
-        self.proposal_seconds = spent if self.proposal_seconds is None else 0.7 * self.proposal_seconds + 0.3 * spent
 
     def requested(self):
         return self._answer[3] if self._answer else 0
@@ -229,7 +229,7 @@ def simulate(workers, masters, mean_run, budget, problem, seed, make_optimizer, 
     with tempfile.TemporaryDirectory(prefix="candle-mbo-sim-") as folder:
         experiment = Experiment(folder).open()
         source = SearchSource(sims, settings, log)
-        dispatcher = Dispatcher(source, pool, experiment, Quiet(), settings)
+        dispatcher = Dispatcher(source, pool, experiment, Quiet(), settings, clock=lambda: clock.now)
         began = time.perf_counter()
         dispatcher.run()
         real = time.perf_counter() - began

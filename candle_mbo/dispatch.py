@@ -61,7 +61,8 @@ class Source:
     they ran (they stay journaled, to run first on resume); ``close()`` at the end, whatever happened.
 
     ``view`` tells the source about the pool: ``idle`` workers, ``running`` tasks, ``queued`` tasks,
-    ``workers``, the ``mean_duration`` of runs (s, or None) and ``finished`` records in the experiment.
+    ``workers``, the ``mean_duration`` of runs (s, or None), ``finished`` records in the experiment, and
+    ``now`` (the dispatcher's clock, in seconds).
     """
 
     def resume(self, replay):
@@ -92,13 +93,13 @@ class Source:
 
 
 class View:
-    __slots__ = ("idle", "running", "queued", "workers", "mean_duration", "finished")
+    __slots__ = ("idle", "running", "queued", "workers", "mean_duration", "finished", "now")
 
 
 class Dispatcher:
     """Runs a source's tasks on a pool into an experiment (see the module docstring)."""
 
-    def __init__(self, source, pool, experiment, progress, settings):
+    def __init__(self, source, pool, experiment, progress, settings, clock=time.time):
         self.source = source
         self.pool = pool
         self.experiment = experiment
@@ -109,6 +110,7 @@ class Dispatcher:
         self.grace = float(settings.get("grace") or 0)
         self.run_dirs = not settings.get("no_run_dirs")
         self.resume_command = settings.get("resume_command")
+        self.clock = clock  # a simulation passes its virtual clock
         self.tasks = {}  # run_id -> Task, dispatched and not finished
         self.start = time.time()
         self.finished_here = []
@@ -156,6 +158,7 @@ class Dispatcher:
         view.workers = self.pool.n_workers
         view.mean_duration = self.pool.mean_duration
         view.finished = len(self.experiment.records)
+        view.now = self.clock()
         return view
 
     def _submit(self, tasks):

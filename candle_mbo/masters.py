@@ -118,7 +118,7 @@ class LocalMaster:
         self.optimizer = self.logic = None
         self._build = None
         self._request = None  # (step, done Event, result box, k)
-        self.proposal_seconds = None
+        self.last_seconds = None  # what the last proposal took
 
     def begin(self, make_optimizer, settings):
         """Start building the optimizer on the thread (R starts there); ``ready()`` waits for it."""
@@ -200,10 +200,9 @@ class LocalMaster:
         if not ok:
             raise value
         items, messages, elapsed = value
+        self.last_seconds = elapsed
         for message in messages:
             log.warning("optimizer: %s", message)
-        self.proposal_seconds = elapsed if self.proposal_seconds is None else \
-            0.7 * self.proposal_seconds + 0.3 * elapsed
         return step, items
 
     def design(self, n, seed):
@@ -242,16 +241,14 @@ class RemoteMaster:
         self._answer = None
         self._failure = None
         self.ready = None
-        self.proposal_seconds = None
+        self.last_seconds = None
 
     def handle(self, message):
         """A message from the optimizer rank (routed here by the pool)."""
         kind, payload = message
         if kind == "proposals":
             self._answer = (payload["step"], payload["items"])
-            elapsed = payload.get("elapsed") or 0.0
-            self.proposal_seconds = elapsed if self.proposal_seconds is None else \
-                0.7 * self.proposal_seconds + 0.3 * elapsed
+            self.last_seconds = payload.get("elapsed") or 0.0
         elif kind in ("optimizer-ready", "optimizer-error"):
             self.ready = (kind == "optimizer-ready", payload)
         elif kind == "optimizer-failed":

@@ -7,6 +7,7 @@ hand back its unfinished tasks (to run first, unchanged); then they hand out new
 import collections
 import json
 import math
+import statistics
 import time
 
 from .dispatch import Source, Task, objective_value
@@ -74,13 +75,14 @@ def proposal_seed(seed, step):
 class _Point:
     """A proposed point, from its proposal until its result has been told."""
 
-    __slots__ = ("run_id", "origin", "proposal_id", "x", "params", "prop_type", "info", "step")
+    __slots__ = ("run_id", "origin", "proposal_id", "x", "params", "prop_type", "info", "step", "since")
 
     def __init__(self, run_id, origin, item, step):
         self.run_id = run_id
         self.origin = origin
         self.proposal_id, self.x, self.params, self.prop_type, self.info = item
         self.step = step
+        self.since = None  # when it was dispatched (the loop's clock)
 
     def task(self):
         fields = {"x": self.x, "step": self.step, "prop_type": self.prop_type, "master": self.origin}
@@ -103,6 +105,7 @@ class SearchSource(Source):
     """
 
     MAX_BATCH = 64
+    PROPOSAL_BASE_S = 0.3  # a proposal's cost beyond its points (a fit), before any is measured
 
     def __init__(self, masters, settings, log):
         self.masters = masters
@@ -124,6 +127,9 @@ class SearchSource(Source):
         self.proposed = 0  # points proposed after the design (for --iterations in async mode)
         self.finished_count = 0
         self.stopped = False
+        self.durations = collections.deque(maxlen=50)  # of the last runs, for predicting when workers free
+        self.point_s = None  # measured seconds per proposed point (a moving average)
+        self.now = 0.0
 
     # -- run ids, steps ----------------------------------------------------------------------------
     def _new_run_id(self):
@@ -199,6 +205,7 @@ class SearchSource(Source):
         """Running from now: tell every master (the origin maps its proposal, the others adopt the point)."""
         items = []
         for point in points:
+            point.since = self.now
             self.running[point.run_id] = point
             items.append((point.run_id, point.origin, point.proposal_id, point.x))
         if items:
@@ -213,6 +220,9 @@ class SearchSource(Source):
             if answer is None:
                 continue
             step, items = answer
+            if items and getattr(master, "last_seconds", None):
+                per_point = master.last_seconds / len(items)
+                self.point_s = per_point if self.point_s is None else 0.7 * self.point_s + 0.3 * per_point
             points = [_Point(self._new_run_id(), master.index, item, step) for item in items]
             if self.mode == "sync":
                 self.batch = {"step": step, "order": [p.run_id for p in points], "held": {}}
@@ -235,6 +245,10 @@ class SearchSource(Source):
 
     def take(self, view):
         self.finished_count = view.finished
+        self.now = view.now
+        for point in self.running.values():  # reruns of a resume: running since they were handed back
+            if point.since is None:
+                point.since = view.now
         tasks = self._collect()
         if not self.designed:
             return tasks + self._design()
@@ -276,17 +290,31 @@ class SearchSource(Source):
         return tasks
 
     def _expected_frees(self, view):
-        """Workers that will free while a proposal is computed (at least one ahead when runs are going)."""
-        if not view.running:
+        """Workers that will free while a proposal for them is computed (at least one ahead while runs go).
+
+        A running point is expected to end when it has run for the typical (median) duration of the
+        recent runs. Over the running points sorted by that end, the answer is the largest n whose n-th
+        end comes before a proposal of n points (measured cost per point) could be ready. So when runs
+        end together (the same length, started together) the batch for all of them is asked for before
+        they end, not one point at a time once they have.
+        """
+        if not self.running:
             return 0
-        seconds = max([m.proposal_seconds for m in self.masters if m.proposal_seconds] or [1.0])
-        mean = view.mean_duration
-        if not mean:
+        if not self.durations:
             return 1
-        return min(view.running, max(1, math.ceil(view.running * seconds / mean)))
+        typical = statistics.median(self.durations)
+        per_point = self.point_s if self.point_s is not None else 0.1
+        ends = sorted(p.since + typical for p in self.running.values() if p.since is not None)
+        expected = 0
+        for n, end in enumerate(ends, start=1):
+            if end - self.now <= self.PROPOSAL_BASE_S + per_point * n:
+                expected = n
+        return max(1, expected)
 
     def finished(self, record, task):
         self.finished_count += 1
+        if isinstance(record.get("duration_s"), (int, float)):
+            self.durations.append(record["duration_s"])
         point = self.running.pop(record["run_id"], None)
         if point is None:
             return

@@ -125,7 +125,7 @@ def test_a_resume_pairs_each_interrupted_run_with_its_own_point_when_steps_were_
     class Handle:
         index = 0
         busy = False
-        proposal_seconds = None
+        last_seconds = None
 
         def restore(self, items, running_ids):
             logic.restore(items, running_ids)
@@ -142,3 +142,24 @@ def test_a_resume_pairs_each_interrupted_run_with_its_own_point_when_steps_were_
     assert [t.run_id for t in tasks] == ["run-0003", "run-0002"]  # by step
     for run_id, x in (("run-0002", 0.2), ("run-0003", 0.3)):
         assert logic.running[run_id].x == {"x1": x}
+
+
+def test_the_batch_for_runs_that_end_together_is_asked_for_before_they_end():
+    """63 runs of 20 s started together: the proposal for all of them (about 0.1 s a point) is asked for
+    some 6 s before they end, not one point at a time once they have ended."""
+    from candle_mbo.dispatch import View
+    from candle_mbo.sources import SearchSource, _Point
+
+    source = SearchSource([], {"budget": 1000, "design_size": 63, "mode": "async", "propose_points": 63,
+                               "seed": 1}, logging.getLogger("test"))
+    for i in range(63):
+        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, "infill_cb", {}), 1)
+        point.since = 100.0
+        source.running[point.run_id] = point
+    source.durations.extend([20.0] * 10)
+    source.point_s = 0.09
+    view = View()
+    view.running, view.idle, view.queued = 63, 0, 0
+    for now, expected in ((105.0, 1), (112.0, 1), (114.5, 63), (119.0, 63)):
+        source.now = view.now = now
+        assert source._expected_frees(view) == expected, now
