@@ -114,6 +114,7 @@ class Dispatcher:
         self.tasks = {}  # run_id -> Task, dispatched and not finished
         self.start = time.time()
         self.finished_here = []
+        self.succeeded = False  # a run of this job succeeded: fail fast is off for good
         self.best = None
         self.failing = None  # the fail-fast message, once it fired
         self.signal = None  # (signum, time) of the first stop signal
@@ -187,6 +188,7 @@ class Dispatcher:
         self.progress.update(record)
         self._track_best(record)
         self.finished_here.append(record)
+        self.succeeded = self.succeeded or record.get("status") == OK
         if task is not None:
             self.source.finished(record, task)
         self._check_failing()
@@ -208,9 +210,7 @@ class Dispatcher:
         """Fail fast: the first ``max_failures`` runs of this job all failed, none succeeded, and work is left
         (a job whose every planned run has a result ends normally, failed runs being results)."""
         limit = self.max_failures
-        if not limit or self.failing is not None or len(self.finished_here) < limit:
-            return
-        if any(r.get("status") == OK for r in self.finished_here):
+        if not limit or self.failing is not None or self.succeeded or len(self.finished_here) < limit:
             return
         if not self.tasks and self.source.exhausted():
             return

@@ -32,7 +32,7 @@ class PoolError(RuntimeError):
 
 
 class _Worker:
-    __slots__ = ("rank", "info", "state", "messages", "head_since", "revoking", "reason")
+    __slots__ = ("rank", "info", "state", "messages", "head_since", "revoking", "reason", "group")
 
     def __init__(self, rank):
         self.rank = rank
@@ -42,6 +42,7 @@ class _Worker:
         self.head_since = None  # when the oldest message in flight started running (as far as we know)
         self.revoking = False
         self.reason = None
+        self.group = None  # the Pool's load group it is filed in (0, 1 or 2 messages in flight), or None
 
     @property
     def usable(self):
@@ -60,6 +61,11 @@ class Pool:
     def __init__(self, link, worker_ranks):
         self.link = link
         self.workers = {rank: _Worker(rank) for rank in worker_ranks}
+        # Usable workers by messages in flight (0: idle, 1, 2: two or more), each an insertion-ordered set,
+        # so that every decision costs the same with 4 workers or 4,096 (no scan of all workers).
+        self._load = {0: {}, 1: {}, 2: {}}
+        for worker in self.workers.values():
+            self._file(worker)
         self.tasks = {}  # run_id -> task, sent and not finished
         self.owner = {}  # run_id -> worker rank
         self.queue = collections.deque()
@@ -84,7 +90,18 @@ class Pool:
 
     @property
     def n_workers(self):
-        return sum(1 for w in self.workers.values() if w.usable)
+        return sum(len(group) for group in self._load.values())
+
+    def _file(self, worker):
+        """File ``worker`` in the load group its messages in flight (and its state) say."""
+        group = min(2, len(worker.messages)) if worker.usable else None
+        if group == worker.group:
+            return
+        if worker.group is not None:
+            del self._load[worker.group][worker.rank]
+        if group is not None:
+            self._load[group][worker.rank] = worker
+        worker.group = group
 
     def close(self):
         """Stop every worker rank, left-out ones included (idempotent). Called when nothing is in flight;
@@ -138,7 +155,7 @@ class Pool:
 
     def idle_workers(self):
         """Usable workers with nothing in flight."""
-        return sum(1 for w in self.workers.values() if w.usable and not w.messages)
+        return len(self._load[0])
 
     def cancel_queued(self):
         """Drop the tasks not yet sent to a worker; return them."""
@@ -171,15 +188,14 @@ class Pool:
         return len(self.recent) >= 3 and max(self.recent) < self.PIPELINE_BELOW_S
 
     def _next_worker(self):
-        usable = [w for w in self.workers.values() if w.usable]
-        for worker in usable:
-            if not worker.messages:
-                return worker
+        for worker in self._load[0].values():
+            return worker  # the idle worker that has waited longest
         if self._short_runs():
             now = time.monotonic()
-            for worker in usable:
-                if len(worker.messages) == 1 and not worker.revoking and worker.head_since is not None \
-                        and now - worker.head_since < self.PIPELINE_BELOW_S:
+            for worker in reversed(self._load[1].values()):  # youngest head first
+                if worker.head_since is None or now - worker.head_since >= self.PIPELINE_BELOW_S:
+                    break
+                if not worker.revoking:
                     return worker
         return None
 
@@ -203,14 +219,15 @@ class Pool:
             if not worker.messages:
                 worker.head_since = time.monotonic()
             worker.messages.append([t["run_id"] for t in chunk])
+            self._file(worker)
             self.link.send(worker.rank, ("run", chunk[0]) if len(chunk) == 1 else ("runs", chunk))
 
     def _rebalance(self):
         """A worker is idle and nothing is queued: take back tasks queued behind another worker's run."""
         if self.queue or not self.idle_workers():
             return
-        for worker in self.workers.values():
-            if worker.usable and len(worker.messages) > 1 and not worker.revoking:
+        for worker in self._load[2].values():
+            if not worker.revoking:
                 worker.revoking = True
                 self.link.send(worker.rank, ("revoke", [i for ids in list(worker.messages)[1:] for i in ids]))
 
@@ -238,12 +255,14 @@ class Pool:
             worker.head_since = time.monotonic()
         while worker.messages and not worker.messages[-1]:
             worker.messages.pop()
+        self._file(worker)
         if not worker.messages:
             worker.head_since = None
 
     def _leave_out(self, worker, state, reason):
         worker.state = state
         worker.reason = reason
+        self._file(worker)
         held = [i for ids in worker.messages for i in ids]
         self._requeue(held)
         if self.n_workers == 0 and (self.queue or self.tasks):

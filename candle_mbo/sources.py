@@ -275,7 +275,9 @@ class SearchSource(Source):
         room = self._room()
         if room > 0 and not self._stopping():
             idle = [m for m in self.masters if not m.busy]
-            demand = free + self._expected_frees(view) - len(self.ready) - sum(m.requested() for m in self.masters)
+            demand = 0
+            if idle:  # (the estimate is only needed when a master could be asked)
+                demand = free + self._expected_frees(view) - len(self.ready) - sum(m.requested() for m in self.masters)
             if self.iterations:
                 room = min(room, self.iterations * self.propose_points - self.proposed
                            - sum(m.requested() for m in self.masters))
@@ -304,10 +306,14 @@ class SearchSource(Source):
             return 1
         typical = statistics.median(self.durations)
         per_point = self.point_s if self.point_s is not None else 0.1
-        ends = sorted(p.since + typical for p in self.running.values() if p.since is not None)
-        expected = 0
-        for n, end in enumerate(ends, start=1):
-            if end - self.now <= self.PROPOSAL_BASE_S + per_point * n:
+        expected, n, most = 0, 0, self.MAX_BATCH * max(1, len(self.masters))
+        for point in self.running.values():  # dispatch order, so by expected end
+            if n >= most:
+                break  # no request asks for more (and thousands of running points must not cost a scan each)
+            if point.since is None:
+                continue
+            n += 1
+            if point.since + typical - self.now <= self.PROPOSAL_BASE_S + per_point * n:
                 expected = n
         return max(1, expected)
 
