@@ -188,3 +188,30 @@ def test_several_masters_share_the_search(tmp_path):
     assert "2 masters" in result.stdout
     refused = launch("candle_mbo", base + ["--output", str(tmp_path / "o2"), "--mode", "sync"], np=6, timeout=120)
     assert refused.returncode == 2 and "sync mode proposes each batch from one model" in refused.stderr
+
+
+def test_several_masters_kill_then_resume(tmp_path):
+    """Two masters, kill -9 with runs in flight, resume under the same mpiexec: every evaluation exactly once,
+    and the reruns keep their ids and parameters."""
+    trace = str(tmp_path / "trace")
+    process = hpo(tmp_path, "--masters", 2, "--budget", 16, np=5, wait=False, extra_env={"CANDLE_MBO_TRACE": trace})
+    try:
+        assert wait_until(lambda: trace_count(trace, "recorded") >= 7, 240, 0.01)
+        kill_group(process, signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        kill_group(process, signal.SIGKILL)
+    out = tmp_path / "out"
+    before = read_records(out)
+    result = hpo(tmp_path, "--resume", "--budget", 16, np=5)
+    assert result.returncode == 0, describe(result)
+    records = read_records(out)
+    assert len(records) == 16 and len({r["run_id"] for r in records}) == 16
+    now = {r["run_id"]: r for r in records}
+    assert all(now[r["run_id"]] == r for r in before)
+    params = collections.defaultdict(set)
+    for entry in read_journal(out):
+        if entry.get("event") == "dispatched":
+            params[entry["run_id"]].add(json.dumps(entry["params"], sort_keys=True))
+    assert all(len(p) == 1 for p in params.values())
+    assert {e.get("master") for e in read_journal(out) if e.get("event") == "dispatched" and e["step"]} == {0, 1}
