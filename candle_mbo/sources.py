@@ -295,22 +295,26 @@ class SearchSource(Source):
         """Workers that will free while a proposal for them is computed (at least one ahead while runs go).
 
         A running point is expected to end when it has run for the typical (median) duration of the
-        recent runs. Over the running points sorted by that end, the answer is the largest n whose n-th
-        end comes before a proposal of n points (measured cost per point) could be ready. So when runs
-        end together (the same length, started together) the batch for all of them is asked for before
-        they end, not one point at a time once they have.
+        recent runs (at least 3 known). Over the running points sorted by that end, the answer is the
+        largest n whose n-th end comes before a proposal of n points (measured cost per point) could be
+        ready. Points already past their expected end by more than the largest proposal takes are a long
+        tail, not about to end, and do not count. So when runs end together (the same length, started
+        together) the batch for all of them is asked for before they end; when run times spread, points
+        are asked for about as they are needed, each from the latest results.
         """
         if not self.running:
             return 0
-        if not self.durations:
+        if len(self.durations) < 3:
             return 1
         typical = statistics.median(self.durations)
         per_point = self.point_s if self.point_s is not None else 0.1
-        expected, n, most = 0, 0, self.MAX_BATCH * max(1, len(self.masters))
+        most = self.MAX_BATCH * max(1, len(self.masters))
+        longest = self.PROPOSAL_BASE_S + per_point * most
+        expected, n = 0, 0
         for point in self.running.values():  # dispatch order, so by expected end
             if n >= most:
                 break  # no request asks for more (and thousands of running points must not cost a scan each)
-            if point.since is None:
+            if point.since is None or self.now - (point.since + typical) > longest:
                 continue
             n += 1
             if point.since + typical - self.now <= self.PROPOSAL_BASE_S + per_point * n:

@@ -163,3 +163,25 @@ def test_the_batch_for_runs_that_end_together_is_asked_for_before_they_end():
     for now, expected in ((105.0, 1), (112.0, 1), (114.5, 63), (119.0, 63)):
         source.now = view.now = now
         assert source._expected_frees(view) == expected, now
+
+
+def test_runs_past_their_typical_end_are_a_tail_not_a_batch_to_ask_for():
+    """Run times spread (lognormal): the first results are the short runs; the many still running are
+    past the median but not about to end, so one point is asked for, not the rest of the budget."""
+    from candle_mbo.dispatch import View
+    from candle_mbo.sources import SearchSource, _Point
+
+    source = SearchSource([], {"budget": 1000, "design_size": 64, "mode": "async", "propose_points": 64,
+                               "seed": 1}, logging.getLogger("test"))
+    for i in range(60):
+        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, "infill_cb", {}), 0)
+        point.since = 0.0
+        source.running[point.run_id] = point
+    source.point_s = 0.09
+    view = View()
+    source.durations.extend([200.0])
+    source.now = view.now = 200.0
+    assert source._expected_frees(view) == 1  # one result says nothing yet
+    source.durations.extend([210.0, 220.0, 230.0])
+    source.now = view.now = 240.0
+    assert source._expected_frees(view) == 1  # the 60 still running are past the median by far: a tail
