@@ -4,10 +4,10 @@ Both follow :class:`candle_mbo.dispatch.Source`: on resume they learn the journa
 hand back its unfinished tasks (to run first, unchanged); then they hand out new tasks when asked.
 """
 
+import bisect
 import collections
 import json
 import math
-import statistics
 import time
 
 from .dispatch import Source, Task, objective_value
@@ -294,32 +294,41 @@ class SearchSource(Source):
     def _expected_frees(self, view):
         """Workers that will free while a proposal for them is computed (at least one ahead while runs go).
 
-        A running point is expected to end when it has run for the typical (median) duration of the
-        recent runs (at least 3 known). Over the running points sorted by that end, the answer is the
-        largest n whose n-th end comes before a proposal of n points (measured cost per point) could be
-        ready. Points already past their expected end by more than the largest proposal takes are a long
-        tail, not about to end, and do not count. So when runs end together (the same length, started
-        together) the batch for all of them is asked for before they end; when run times spread, points
-        are asked for about as they are needed, each from the latest results.
+        The recent run times (at least 3) stand for the distribution of a run's duration: a run that has
+        been going for e seconds ends within h with probability (F(e + h) - F(e)) / (1 - F(e)), and a run
+        longer than every recent one counts for nothing (nothing is known of that tail). The answer is the
+        largest n such that about n runs end within the time a proposal of n points takes (measured cost
+        per point). So when runs end together (the same length, started together) the batch for all of
+        them is asked for before they end; when run times spread, points are asked for about as they are
+        needed, each from the latest results.
         """
         if not self.running:
             return 0
         if len(self.durations) < 3:
             return 1
-        typical = statistics.median(self.durations)
+        samples = sorted(self.durations)
+        total = float(len(samples))
         per_point = self.point_s if self.point_s is not None else 0.1
         most = self.MAX_BATCH * max(1, len(self.masters))
-        longest = self.PROPOSAL_BASE_S + per_point * most
-        expected, n = 0, 0
-        for point in self.running.values():  # dispatch order, so by expected end
-            if n >= most:
+        elapsed = []
+        for point in self.running.values():  # dispatch order: the oldest, likeliest to end, first
+            if len(elapsed) >= most:
                 break  # no request asks for more (and thousands of running points must not cost a scan each)
-            if point.since is None or self.now - (point.since + typical) > longest:
-                continue
-            n += 1
-            if point.since + typical - self.now <= self.PROPOSAL_BASE_S + per_point * n:
-                expected = n
-        return max(1, expected)
+            if point.since is not None:
+                elapsed.append(self.now - point.since)
+
+        def ending_within(horizon):
+            count = 0.0
+            for e in elapsed:
+                done = bisect.bisect_right(samples, e) / total
+                if done < 1.0:
+                    count += (bisect.bisect_right(samples, e + horizon) / total - done) / (1.0 - done)
+            return count
+
+        n = most  # from the largest batch down to the largest that is self-consistent
+        for _ in range(4):
+            n = int(ending_within(self.PROPOSAL_BASE_S + per_point * max(1, n)) + 1e-9)
+        return max(1, n)
 
     def finished(self, record, task):
         self.finished_count += 1
