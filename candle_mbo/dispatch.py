@@ -31,6 +31,7 @@ import time
 
 from . import journal
 from ._fileio import write_json_atomic
+from .pool import PoolError
 from .status import OK
 
 log = logging.getLogger("candle_mbo")
@@ -104,7 +105,6 @@ class Dispatcher:
         self.pool = pool
         self.experiment = experiment
         self.progress = progress
-        self.objective = settings.get("objective", "val_loss")
         self.maximize = bool(settings.get("maximize"))
         self.max_failures = settings.get("max_failures")
         self.grace = float(settings.get("grace") or 0)
@@ -137,8 +137,6 @@ class Dispatcher:
                 if self.signal is not None and self._signal_ends():
                     return self._interrupt()
                 if self.pool.n_workers == 0:
-                    from .pool import PoolError
-
                     raise PoolError("no worker can run the model (see the errors above)")
                 if self.failing is None and self.signal is None:
                     self._submit(self.source.take(self._view()))
@@ -267,8 +265,7 @@ class Dispatcher:
             return True
         if not self._grace_started:
             self._grace_started = True
-            for run_id in self._drop_queued():
-                self.unstarted.append(run_id)
+            self.unstarted += self._drop_queued()
             log.info("%s: no new runs; waiting up to %g s for %d running run%s (--grace)",
                      signal.Signals(signum).name, self.grace, len(self.pool.tasks),
                      "" if len(self.pool.tasks) == 1 else "s")
