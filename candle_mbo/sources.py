@@ -106,6 +106,7 @@ class SearchSource(Source):
 
     MAX_BATCH = 64
     PROPOSAL_BASE_S = 0.3  # a proposal's cost beyond its points (a fit), before any is measured
+    CLUSTER = 0.05  # recent run times within 5% of their median count as one length (see _expected_frees)
 
     def __init__(self, masters, settings, log):
         self.masters = masters
@@ -296,7 +297,8 @@ class SearchSource(Source):
 
         The recent run times (at least 3) stand for the distribution of a run's duration: a run that has
         been going for e seconds ends within h with probability (F(e + h) - F(e)) / (1 - F(e)), and a run
-        longer than every recent one counts for nothing (nothing is known of that tail). The answer is the
+        longer than every recent one counts for nothing (nothing is known of that tail) -- unless the recent
+        run times cluster within CLUSTER of their median and it is not past them by more. The answer is the
         largest n such that about n runs end within the time a proposal of n points takes (measured cost
         per point). So when runs end together (the same length, started together) the batch for all of
         them is asked for before they end; when run times spread, points are asked for about as they are
@@ -317,12 +319,19 @@ class SearchSource(Source):
             if point.since is not None:
                 elapsed.append(self.now - point.since)
 
+        # Run times that cluster tightly (fixed epochs on identical nodes) make a run just past the cluster
+        # one that is ending now, not a long one: its result is on its way.
+        clustered = samples[-1] - samples[0] <= self.CLUSTER * samples[len(samples) // 2]
+        due = samples[-1] * (1.0 + self.CLUSTER)
+
         def ending_within(horizon):
             count = 0.0
             for e in elapsed:
                 done = bisect.bisect_right(samples, e) / total
                 if done < 1.0:
                     count += (bisect.bisect_right(samples, e + horizon) / total - done) / (1.0 - done)
+                elif clustered and e <= due:
+                    count += 1.0
             return count
 
         n = most  # from the largest batch down to the largest that is self-consistent

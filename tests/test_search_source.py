@@ -185,3 +185,23 @@ def test_runs_past_their_typical_end_are_a_tail_not_a_batch_to_ask_for():
     source.durations.extend([210.0, 220.0, 230.0])
     source.now = view.now = 240.0
     assert source._expected_frees(view) == 1  # the 60 still running are past the median by far: a tail
+
+
+def test_runs_a_moment_past_a_tight_cluster_of_run_times_are_ending_now():
+    """Fixed-length runs started together: the first three results took 20 s; the other 60, 20.02 s in,
+    are ending now (their batch is asked for at once), not a long tail."""
+    from candle_mbo.dispatch import View
+    from candle_mbo.sources import SearchSource, _Point
+
+    source = SearchSource([], {"budget": 1000, "design_size": 63, "mode": "async", "propose_points": 63,
+                               "seed": 1}, logging.getLogger("test"))
+    for i in range(60):
+        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, "initdesign", {}), 0)
+        point.since = 0.0
+        source.running[point.run_id] = point
+    source.durations.extend([20.0, 20.0, 20.01])
+    view = View()
+    source.now = view.now = 20.02
+    assert source._expected_frees(view) == 60
+    source.now = view.now = 25.0  # well past the cluster: a tail after all
+    assert source._expected_frees(view) == 1
