@@ -870,10 +870,10 @@ cm_propose <- function(k, seed) {
   k <- as.integer(k)
   if (cm$sync) cm_close_batch()
   if (cm$random_only) return(cm_random(k, seed, ""))
+  if (!cm$sync && cm_finite_count() < cm_warmup()) return(cm_random(k, seed, ""))
   if (is.null(cm$state)) {
     return(cm_random(k, seed, "no successful run yet: the surrogate cannot be fitted"))
   }
-  if (!cm$sync && cm_finite_count() < cm_warmup()) return(cm_random(k, seed, ""))
   if (!cm$sync) return(cm_propose_async(k, seed))
   problem <- mlrMBO:::getOptStateOptProblem(cm$state)
   if (length(cm$raw_y) > cm_fit_cap(problem$learner)) return(cm_propose_capped(k, seed))

@@ -278,7 +278,9 @@ class SearchSource(Source):
             idle = [m for m in self.masters if not m.busy]
             demand = 0
             if idle:  # (the estimate is only needed when a master could be asked)
-                demand = free + self._expected_frees(view) - len(self.ready) - sum(m.requested() for m in self.masters)
+                backlog = max(0, view.queued - view.idle)  # tasks that the next frees go to (a design's rest)
+                demand = (free - backlog + self._expected_frees(view) - len(self.ready)
+                          - sum(m.requested() for m in self.masters))
             if self.iterations:
                 room = min(room, self.iterations * self.propose_points - self.proposed
                            - sum(m.requested() for m in self.masters))

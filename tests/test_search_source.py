@@ -205,3 +205,42 @@ def test_runs_a_moment_past_a_tight_cluster_of_run_times_are_ending_now():
     assert source._expected_frees(view) == 60
     source.now = view.now = 25.0  # well past the cluster: a tail after all
     assert source._expected_frees(view) == 1
+
+
+def test_no_point_is_asked_for_while_queued_tasks_will_take_the_next_free_workers():
+    """An 8-point design on 2 workers: 6 design points wait in the pool. A proposal made now would be
+    made from the first results only (before the surrogate can be fitted); the design's rest takes the
+    next frees, so no master is asked until the backlog is gone -- then one point ahead."""
+    from candle_mbo.dispatch import View
+    from candle_mbo.sources import SearchSource, _Point
+
+    class Master:
+        busy = False
+
+        def __init__(self):
+            self.asked = []
+
+        def requested(self):
+            return 0
+
+        def request(self, k, step, seed):
+            self.asked.append(k)
+
+    master = Master()
+    source = SearchSource([master], {"budget": 16, "design_size": 8, "mode": "async", "propose_points": 1,
+                                     "seed": 1}, logging.getLogger("test"))
+    source.designed = True
+    for i in range(8):  # dispatched: 2 running on the workers, the rest queued in the pool
+        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, "initdesign", {}), 0)
+        point.since = 0.0
+        source.running[point.run_id] = point
+    view = View()
+    view.idle, view.running = 0, 2
+    source.now = view.now = 1.0
+    for queued in (6, 3, 1):
+        view.queued = queued
+        source._take_async(view)
+        assert master.asked == [], queued
+    view.queued = 0
+    source._take_async(view)
+    assert master.asked == [1]
