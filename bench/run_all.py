@@ -23,6 +23,8 @@ def main():
         ["proposal_bench.py", "quality"] + (["--seeds", "1"] if quick else []),
         ["failing_region_bench.py"] + (["--seeds", "1"] if quick else []),
         ["scale_sim.py"] + (["--workers", "64", "256", "--masters", "1", "2", "--mean-run", "30"] if quick else []),
+        ["scale_sim.py", "--quality"] + (["--seeds", "2"] if quick else []),
+        ["scale_sim.py", "--quality", "--mean-run", "5"] + (["--seeds", "2"] if quick else []),
         ["scale_bench.py"] + (["--ranks", "16", "--run-s", "5", "--budget", "48", "--baseline", ""] if quick else []),
     ]
     for step in steps:

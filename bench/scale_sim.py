@@ -3,7 +3,7 @@ virtual clock, so that 64 to 4,096 workers and 1 to 8 masters can be studied on 
 
     python bench/scale_sim.py [--workers 64 256 1024 4096] [--masters 1 2 4 8] [--mean-run 600 30]
                               [--budget-factor 2] [--problem hartmann6] [--seeds 1]
-    python bench/scale_sim.py --quality [--seeds 5]      (several masters against one, equal budget)
+    python bench/scale_sim.py --quality [--seeds 5] [--mean-run 60]   (several masters against one)
 
 What is real: candle_mbo's Dispatcher (journal writes included), SearchSource (design, batched requests,
 budget), MasterLogic and the MBOOptimizer with its R/mlrMBO proposals -- each proposal is computed for
@@ -17,11 +17,14 @@ message at tens of microseconds, negligible against proposals of a second).
 Printed per configuration: the workers' share busy while work remained (from the start to the last run's
 start: idle time there is the masters' doing), the share busy over the whole span (lower whatever the
 scheduler, since the last, longest runs end alone), points proposed per virtual second, the mean
-proposal time and points per proposal, and the best value found.
+proposal time and points per proposal, and the best value found. Every master's R work runs in turn in
+this one process, so the sim's own wall time grows with workers x masters: on 2 cores about 8 minutes
+for 4,096 workers and one master, 16 with two; the whole default sweep takes hours.
 
 --quality: the best value after the budget, median (min-max) over seeds, with 1, 2 and 4 masters, on
-Branin (budget 96) and Hartmann-6 (budget 160) with 16 and 63 workers, runs of 60 s on average: do
-several masters and batched proposals search as well as one master?
+Branin (budget 96) and Hartmann-6 (budget 160) with 16 and 63 workers, runs of 60 s on average (or
+--mean-run S; short runs load master 0 so that the others are asked): do several masters and batched
+proposals search as well as one master? Each cell also gives the share of points the other masters made.
 """
 
 import argparse
@@ -250,7 +253,8 @@ def simulate(workers, masters, mean_run, budget, problem, seed, make_optimizer, 
             "proposals_per_s": proposed / makespan if makespan else 0.0,
             "mean_proposal_s": statistics.mean(durations) if durations else 0.0,
             "points_per_proposal": statistics.mean(points) if points else 0.0,
-            "best": min(r["objective"] for r in records), "real_s": real}
+            "best": min(r["objective"] for r in records), "real_s": real,
+            "others_share": sum(sum(m.points) for m in sims[1:]) / proposed if proposed else 0.0}
 
 
 def while_work(intervals, workers):
@@ -278,7 +282,9 @@ def mbo_factory(problem, workers, budget):
     return make
 
 
-def quality(seeds, log):
+def quality(seeds, mean_run, log):
+    """Each cell: median (min .. max) of the best values, and the share of points masters 1.. proposed
+    (extra masters are asked only when master 0 is busy, so at a light load they add nothing)."""
     from common import machine, save, table
 
     rows, data = [], []
@@ -288,16 +294,21 @@ def quality(seeds, log):
             for masters in (1, 2, 4):
                 design = max(2 * len(objective_dims(problem)), min(workers, budget // 3))
                 make = mbo_factory(problem, workers, budget)
-                bests = [simulate(workers, masters, 60.0, budget, problem, seed, make, log, design=design)["best"]
-                         for seed in range(1, seeds + 1)]
-                data.append({"problem": problem, "workers": workers, "masters": masters, "bests": bests})
-                cells.append("%.4f (%.4f .. %.4f)" % (statistics.median(bests), min(bests), max(bests)))
+                results = [simulate(workers, masters, mean_run, budget, problem, seed, make, log, design=design)
+                           for seed in range(1, seeds + 1)]
+                bests = [r["best"] for r in results]
+                others = statistics.mean(r["others_share"] for r in results)
+                data.append({"problem": problem, "workers": workers, "masters": masters, "bests": bests,
+                             "others_share": others})
+                cells.append("%.4f (%.4f .. %.4f)%s" % (statistics.median(bests), min(bests), max(bests),
+                                                         " [%.0f%%]" % (100 * others) if masters > 1 else ""))
                 print(problem, workers, masters, cells[-1], flush=True)
             rows.append(cells)
-    text = table(["problem", "workers", "budget", "1 master", "2 masters", "4 masters"], rows)
-    save("scale_quality", {"machine": machine(), "seeds": seeds, "rows": data},
-         "Best value after the budget, median (min .. max) of %d seeds, runs of 60 s (simulated), %s\n\n%s"
-         % (seeds, machine(), text))
+    text = table(["problem", "workers", "budget", "1 master", "2 masters [others' share]", "4 masters [others' share]"],
+                 rows)
+    save("scale_quality_%gs" % mean_run, {"machine": machine(), "seeds": seeds, "mean_run_s": mean_run, "rows": data},
+         "Best value after the budget, median (min .. max) of %d seeds, runs of %g s on average (simulated), %s\n\n%s"
+         % (seeds, mean_run, machine(), text))
 
 
 def main():
@@ -308,15 +319,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[64, 256, 1024, 4096])
     parser.add_argument("--masters", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--mean-run", type=float, nargs="+", default=[600.0, 30.0])
+    parser.add_argument("--mean-run", type=float, nargs="+", default=None,
+                        help="mean run times in s (default: 600 and 30; with --quality one value, default 60)")
     parser.add_argument("--budget-factor", type=float, default=2.0, help="evaluations per worker")
     parser.add_argument("--problem", choices=sorted(SPACES), default="hartmann6")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--quality", action="store_true", help="compare the search quality of 1, 2, 4 masters")
     args = parser.parse_args()
+    args.mean_run_given = args.mean_run is not None
+    args.mean_run = args.mean_run or [600.0, 30.0]
     log = logging.getLogger("scale-sim")
     if args.quality:
-        return quality(args.seeds if args.seeds > 1 else 5, log)
+        return quality(args.seeds if args.seeds > 1 else 5, args.mean_run[0] if args.mean_run_given else 60.0, log)
     rows, data = [], []
     for mean_run in args.mean_run:
         for workers in args.workers:
@@ -326,8 +340,8 @@ def main():
                     result = simulate(workers, masters, mean_run, budget, args.problem, seed,
                                       mbo_factory(args.problem, workers, budget), log)
                     data.append(result)
-                    rows.append([workers, masters, "%g" % mean_run, budget, "%.1f%%" % (100 * result["busy_while_work"]),
-                                 "%.1f%%" % (100 * result["utilization"]),
+                    rows.append([workers, masters, "%g" % mean_run, budget,
+                                 "%.1f%%" % (100 * result["busy_while_work"]), "%.1f%%" % (100 * result["utilization"]),
                                  "%.2f" % result["proposals_per_s"], "%.2f" % result["mean_proposal_s"],
                                  "%.1f" % result["points_per_proposal"], "%.4f" % result["best"],
                                  "%.0f" % result["real_s"]])

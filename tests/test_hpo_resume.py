@@ -40,6 +40,18 @@ def trace_count(path, event):
         return sum(1 for line in handle if line.split()[1:2] == [event])
 
 
+def kill_after_records(tmp_path, count, *extra, np=3):
+    """Start a search, kill -9 its whole process group once `count` runs are recorded, and wait for it."""
+    trace = str(tmp_path / "trace")
+    process = hpo(tmp_path, *extra, np=np, wait=False, extra_env={"CANDLE_MBO_TRACE": trace})
+    try:
+        assert wait_until(lambda: trace_count(trace, "recorded") >= count, 240, 0.01)
+        kill_group(process, signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        kill_group(process, signal.SIGKILL)
+
+
 def epochs_trained(out):
     total = 0
     for name in os.listdir(out / "runs"):
@@ -49,10 +61,10 @@ def epochs_trained(out):
     return total
 
 
-def check_journal(out, before):
+def check_journal(out, before, budget=BUDGET):
     """Every planned evaluation exactly once, no id with two parameter sets, earlier records unchanged."""
     records = read_records(out)
-    assert len(records) == BUDGET and len({r["run_id"] for r in records}) == BUDGET
+    assert len(records) == budget and len({r["run_id"] for r in records}) == budget
     params = collections.defaultdict(set)
     for entry in read_journal(out):
         if entry.get("event") == "dispatched":
@@ -110,14 +122,7 @@ def test_kill_or_sigterm_at_five_moments_then_resume(tmp_path, moment, sig):
 
 
 def test_interrupted_runs_continue_from_their_own_checkpoint(tmp_path):
-    trace = str(tmp_path / "trace")
-    process = hpo(tmp_path, wait=False, extra_env={"CANDLE_MBO_TRACE": trace})
-    try:
-        assert wait_until(lambda: trace_count(trace, "recorded") >= 5, 240, 0.01)
-        kill_group(process, signal.SIGKILL)
-        process.communicate(timeout=60)
-    finally:
-        kill_group(process, signal.SIGKILL)
+    kill_after_records(tmp_path, 5)
     out = tmp_path / "out"
     before = read_records(out)
     result = hpo(tmp_path, "--resume")
@@ -147,14 +152,7 @@ def test_a_seeded_sync_search_resumed_after_a_kill_proposes_what_the_uninterrupt
     assert result.returncode == 0, describe(result)
     broken = tmp_path / "broken"
     broken.mkdir()
-    trace = str(broken / "trace")
-    process = hpo(broken, "--mode", "sync", "--propose-points", 2, wait=False, extra_env={"CANDLE_MBO_TRACE": trace})
-    try:
-        assert wait_until(lambda: trace_count(trace, "recorded") >= 7, 240, 0.01)  # inside the second batch
-        kill_group(process, signal.SIGKILL)
-        process.communicate(timeout=60)
-    finally:
-        kill_group(process, signal.SIGKILL)
+    kill_after_records(broken, 7, "--mode", "sync", "--propose-points", 2)  # inside the second batch
     result = hpo(broken, "--mode", "sync", "--propose-points", 2, "--resume")
     assert result.returncode == 0, describe(result)
     assert steps(broken / "out") == steps(straight / "out")
@@ -193,25 +191,10 @@ def test_several_masters_share_the_search(tmp_path):
 def test_several_masters_kill_then_resume(tmp_path):
     """Two masters, kill -9 with runs in flight, resume under the same mpiexec: every evaluation exactly once,
     and the reruns keep their ids and parameters."""
-    trace = str(tmp_path / "trace")
-    process = hpo(tmp_path, "--masters", 2, "--budget", 16, np=5, wait=False, extra_env={"CANDLE_MBO_TRACE": trace})
-    try:
-        assert wait_until(lambda: trace_count(trace, "recorded") >= 7, 240, 0.01)
-        kill_group(process, signal.SIGKILL)
-        process.communicate(timeout=60)
-    finally:
-        kill_group(process, signal.SIGKILL)
+    kill_after_records(tmp_path, 7, "--masters", 2, "--budget", 16, np=5)
     out = tmp_path / "out"
     before = read_records(out)
     result = hpo(tmp_path, "--resume", "--budget", 16, np=5)
     assert result.returncode == 0, describe(result)
-    records = read_records(out)
-    assert len(records) == 16 and len({r["run_id"] for r in records}) == 16
-    now = {r["run_id"]: r for r in records}
-    assert all(now[r["run_id"]] == r for r in before)
-    params = collections.defaultdict(set)
-    for entry in read_journal(out):
-        if entry.get("event") == "dispatched":
-            params[entry["run_id"]].add(json.dumps(entry["params"], sort_keys=True))
-    assert all(len(p) == 1 for p in params.values())
+    check_journal(out, before, budget=16)
     assert {e.get("master") for e in read_journal(out) if e.get("event") == "dispatched" and e["step"]} == {0, 1}
