@@ -149,7 +149,6 @@ class SimPool:
         self.queue = []
         self.events = []
         self.recent = []
-        self.mean_duration = None
         self.busy_seconds = 0.0
         self.intervals = []  # (start, end) of every run
         self.started = True
@@ -202,7 +201,6 @@ class SimPool:
             self.idle.append(worker)
             self.busy_seconds += duration
             self.intervals.append((finish - duration, finish))
-            self.mean_duration = duration if self.mean_duration is None else 0.9 * self.mean_duration + 0.1 * duration
             value = objective(self.problem, task["params"])
             results.append({"run_id": task["run_id"], "status": "ok", "objective": value, "duration_s": duration,
                             "started": finish - duration, "finished": finish, "worker": worker + 1, "task": task})

@@ -62,8 +62,7 @@ class Source:
     they ran (they stay journaled, to run first on resume); ``close()`` at the end, whatever happened.
 
     ``view`` tells the source about the pool: ``idle`` workers, ``running`` tasks, ``queued`` tasks,
-    ``workers``, the ``mean_duration`` of runs (s, or None), ``finished`` records in the experiment, and
-    ``now`` (the dispatcher's clock, in seconds).
+    ``workers``, ``finished`` records in the experiment, and ``now`` (the dispatcher's clock, in seconds).
     """
 
     def resume(self, replay):
@@ -94,7 +93,7 @@ class Source:
 
 
 class View:
-    __slots__ = ("idle", "running", "queued", "workers", "mean_duration", "finished", "now")
+    __slots__ = ("idle", "running", "queued", "workers", "finished", "now")
 
 
 class Dispatcher:
@@ -155,7 +154,6 @@ class Dispatcher:
         view.running = len(self.pool.tasks)
         view.queued = len(self.pool.queue)
         view.workers = self.pool.n_workers
-        view.mean_duration = self.pool.mean_duration
         view.finished = len(self.experiment.records)
         view.now = self.clock()
         return view

@@ -144,22 +144,28 @@ def test_a_resume_pairs_each_interrupted_run_with_its_own_point_when_steps_were_
         assert logic.running[run_id].x == {"x1": x}
 
 
-def test_the_batch_for_runs_that_end_together_is_asked_for_before_they_end():
-    """63 runs of 20 s started together: the proposal for all of them (about 0.1 s a point) is asked for
-    some 6 s before they end, not one point at a time once they have ended."""
+def source_with_running(n, since, prop_type="infill_cb", step=0, masters=(), budget=1000, design_size=63):
+    """An async SearchSource with ``n`` points running since ``since`` (in dispatch order), and a View."""
     from candle_mbo.dispatch import View
     from candle_mbo.sources import SearchSource, _Point
 
-    source = SearchSource([], {"budget": 1000, "design_size": 63, "mode": "async", "propose_points": 63,
-                               "seed": 1}, logging.getLogger("test"))
-    for i in range(63):
-        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, "infill_cb", {}), 1)
-        point.since = 100.0
+    source = SearchSource(list(masters), {"budget": budget, "design_size": design_size, "mode": "async",
+                                          "propose_points": design_size, "seed": 1}, logging.getLogger("test"))
+    for i in range(n):
+        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, prop_type, {}), step)
+        point.since = since
         source.running[point.run_id] = point
+    view = View()
+    view.running, view.idle, view.queued = n, 0, 0
+    return source, view
+
+
+def test_the_batch_for_runs_that_end_together_is_asked_for_before_they_end():
+    """63 runs of 20 s started together: the proposal for all of them (about 0.1 s a point) is asked for
+    some 6 s before they end, not one point at a time once they have ended."""
+    source, view = source_with_running(63, 100.0, step=1)
     source.durations.extend([20.0] * 10)
     source.point_s = 0.09
-    view = View()
-    view.running, view.idle, view.queued = 63, 0, 0
     for now, expected in ((105.0, 1), (112.0, 1), (114.5, 63), (119.0, 63)):
         source.now = view.now = now
         assert source._expected_frees(view) == expected, now
@@ -168,17 +174,8 @@ def test_the_batch_for_runs_that_end_together_is_asked_for_before_they_end():
 def test_runs_past_their_typical_end_are_a_tail_not_a_batch_to_ask_for():
     """Run times spread (lognormal): the first results are the short runs; the many still running are
     past the median but not about to end, so one point is asked for, not the rest of the budget."""
-    from candle_mbo.dispatch import View
-    from candle_mbo.sources import SearchSource, _Point
-
-    source = SearchSource([], {"budget": 1000, "design_size": 64, "mode": "async", "propose_points": 64,
-                               "seed": 1}, logging.getLogger("test"))
-    for i in range(60):
-        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, "infill_cb", {}), 0)
-        point.since = 0.0
-        source.running[point.run_id] = point
+    source, view = source_with_running(60, 0.0, design_size=64)
     source.point_s = 0.09
-    view = View()
     source.durations.extend([200.0])
     source.now = view.now = 200.0
     assert source._expected_frees(view) == 1  # one result says nothing yet
@@ -190,17 +187,8 @@ def test_runs_past_their_typical_end_are_a_tail_not_a_batch_to_ask_for():
 def test_runs_a_moment_past_a_tight_cluster_of_run_times_are_ending_now():
     """Fixed-length runs started together: the first three results took 20 s; the other 60, 20.02 s in,
     are ending now (their batch is asked for at once), not a long tail."""
-    from candle_mbo.dispatch import View
-    from candle_mbo.sources import SearchSource, _Point
-
-    source = SearchSource([], {"budget": 1000, "design_size": 63, "mode": "async", "propose_points": 63,
-                               "seed": 1}, logging.getLogger("test"))
-    for i in range(60):
-        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, "initdesign", {}), 0)
-        point.since = 0.0
-        source.running[point.run_id] = point
+    source, view = source_with_running(60, 0.0, prop_type="initdesign")
     source.durations.extend([20.0, 20.0, 20.01])
-    view = View()
     source.now = view.now = 20.02
     assert source._expected_frees(view) == 60
     source.now = view.now = 25.0  # well past the cluster: a tail after all
@@ -211,9 +199,6 @@ def test_no_point_is_asked_for_while_queued_tasks_will_take_the_next_free_worker
     """An 8-point design on 2 workers: 6 design points wait in the pool. A proposal made now would be
     made from the first results only (before the surrogate can be fitted); the design's rest takes the
     next frees, so no master is asked until the backlog is gone -- then one point ahead."""
-    from candle_mbo.dispatch import View
-    from candle_mbo.sources import SearchSource, _Point
-
     class Master:
         busy = False
 
@@ -227,15 +212,10 @@ def test_no_point_is_asked_for_while_queued_tasks_will_take_the_next_free_worker
             self.asked.append(k)
 
     master = Master()
-    source = SearchSource([master], {"budget": 16, "design_size": 8, "mode": "async", "propose_points": 1,
-                                     "seed": 1}, logging.getLogger("test"))
+    # dispatched: 2 running on the workers, the rest queued in the pool
+    source, view = source_with_running(8, 0.0, prop_type="initdesign", masters=[master], budget=16, design_size=8)
     source.designed = True
-    for i in range(8):  # dispatched: 2 running on the workers, the rest queued in the pool
-        point = _Point("run-%04d" % i, 0, (i, {"x1": 0.0}, {"x1": 0.0}, "initdesign", {}), 0)
-        point.since = 0.0
-        source.running[point.run_id] = point
-    view = View()
-    view.idle, view.running = 0, 2
+    view.running = 2
     source.now = view.now = 1.0
     for queued in (6, 3, 1):
         view.queued = queued
