@@ -6,6 +6,7 @@ fault-injecting benchmark tests/fixtures/faulty.py.
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -23,7 +24,9 @@ def upf(tmp_path, lines, np=None, extra=(), timeout=180, extra_env=None, wait=Tr
 
 
 def processes_with(text):
-    """Pids of live processes whose command line contains ``text``."""
+    """Pids of live processes whose command line contains ``text`` as whole words ("sleep 59" is not
+    found in another process's "sleep 590")."""
+    pattern = re.compile(r"(?<!\w)%s(?!\w)" % re.escape(text))
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -35,7 +38,7 @@ def processes_with(text):
                 state = handle.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if text in cmdline and state != "Z":
+        if pattern.search(cmdline) and state != "Z":
             found.append(int(name))
     return found
 
