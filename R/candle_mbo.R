@@ -1,6 +1,6 @@
 # candle_mbo's R side: mlrMBO driven step by step (human-in-the-loop API) for a Python master.
 #
-# Sourced into an environment of its own by candle_mbo/mbo.py (through rpy2), once per optimizer: two
+# Sourced into an environment of its own by candle_mbo/search/mbo.py (through rpy2), once per optimizer: two
 # optimizers in one process share no state (each environment has its own `cm`). Python owns the loop,
 # the task journal and resume; R owns the search space, the design, the surrogate and the proposals.
 # Everything that crosses the boundary is a JSON string or a plain number.

@@ -36,7 +36,7 @@ def y_of(point_id):
 
 
 def python_rounds(space, opts, n, rounds, seed):
-    from candle_mbo.mbo import MBOOptimizer
+    from candle_mbo.search.mbo import MBOOptimizer
 
     optimizer = MBOOptimizer(space, opts)
     design = optimizer.design(n, seed)
@@ -65,7 +65,7 @@ def py_rounds_subprocess(space, opts, rounds):
 
 def call_overhead(calls=2000):
     """Seconds one bridge call costs with R doing nothing: a JSON string in, the same string out."""
-    from candle_mbo.mbo import _start_r
+    from candle_mbo.search.mbo import _start_r
 
     robjects = _start_r()
     echo = robjects.r("function(text) text")

@@ -32,7 +32,7 @@ def fresh_dir(path):
 
 
 def records(folder):
-    from candle_mbo.store import load_results
+    from candle_mbo.core.store import load_results
 
     return load_results(os.path.join(folder, "results.jsonl"))
 

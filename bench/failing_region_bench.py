@@ -106,7 +106,7 @@ def one(root, problem, mode, seed):
     """One search with the candle_mbo found under ``root`` (run in a subprocess of its own)."""
     PROBLEM["name"] = problem
     sys.path.insert(0, root)
-    from candle_mbo.mbo import MBOOptimizer
+    from candle_mbo.search.mbo import MBOOptimizer
 
     with tempfile.NamedTemporaryFile("w", suffix=".R", delete=False) as handle:
         handle.write(SPACE)

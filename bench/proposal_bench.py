@@ -75,7 +75,7 @@ def objective(problem, point):
 
 def latency_one(space, n, pending, k, rule, rounds=6):
     sys.path.insert(0, ROOT)
-    from candle_mbo.mbo import MBOOptimizer
+    from candle_mbo.search.mbo import MBOOptimizer
 
     over = {} if rule else {"max_fit_rows": 10 ** 6, "reuse_hyper": False}
     optimizer = MBOOptimizer(SPACES[space], async_settings(64, **over))
@@ -98,7 +98,7 @@ def latency_one(space, n, pending, k, rule, rounds=6):
 def quality_one(problem, variant, seed, workers):
     """One async search on a virtual clock; returns best value and seconds spent proposing."""
     sys.path.insert(0, ROOT)
-    from candle_mbo.mbo import MBOOptimizer
+    from candle_mbo.search.mbo import MBOOptimizer
 
     budget = BUDGETS[problem]
     optimizer = MBOOptimizer(SPACES[problem], async_settings(workers, **VARIANTS[variant]))

@@ -41,10 +41,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from candle_mbo.dispatch import Dispatcher  # noqa: E402
-from candle_mbo.masters import MasterLogic  # noqa: E402
-from candle_mbo.sources import SearchSource  # noqa: E402
-from candle_mbo.store import Experiment  # noqa: E402
+from candle_mbo.core.dispatch import Dispatcher  # noqa: E402
+from candle_mbo.search.masters import MasterLogic  # noqa: E402
+from candle_mbo.core.sources import SearchSource  # noqa: E402
+from candle_mbo.core.store import Experiment  # noqa: E402
 
 SPACES = {"branin": os.path.join(HERE, "spaces", "branin.R"), "hartmann6": os.path.join(HERE, "spaces", "hartmann6.R")}
 
@@ -270,7 +270,7 @@ def objective_dims(problem):
 def mbo_factory(problem, workers, budget):
     """Masters as the HPO workflow makes them (async defaults), one per index."""
     def make(index):
-        from candle_mbo.masters import make_optimizer
+        from candle_mbo.search.masters import make_optimizer
 
         return make_optimizer({"propose_points": workers, "learner": "default", "crit": "default", "profile": "fast",
                                "maximize": False, "mode": "async", "lie": "believer", "random_lambda": True,

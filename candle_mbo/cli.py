@@ -23,8 +23,8 @@ import traceback
 import yaml
 
 from .errors import UsageError
-from .progress import setup_logging
-from .ranks import Ranks
+from .report.progress import setup_logging
+from .pool.ranks import Ranks
 
 log = logging.getLogger("candle_mbo")
 

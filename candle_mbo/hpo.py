@@ -25,13 +25,13 @@ import sys
 from . import cli, job
 from ._fileio import write_json_atomic
 from .errors import UsageError
-from .masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
-from .names import check_names
-from .mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES
-from .progress import format_objective
-from .optimizer import small_budget_note
-from .sources import SearchSource
-from .transport import Backoff
+from .search.masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
+from .search.names import check_names
+from .search.mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES
+from .report.progress import format_objective
+from .search.optimizer import small_budget_note
+from .core.sources import SearchSource
+from .pool.transport import Backoff
 
 log = logging.getLogger("candle_mbo")
 

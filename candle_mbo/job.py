@@ -10,14 +10,16 @@ import os
 import sys
 import time
 
-from . import __version__, cli, journal, placement
-from .dispatch import Dispatcher, resume_command
+from . import __version__, cli
+from .core import journal
+from .core.dispatch import Dispatcher, resume_command
+from .core.store import Experiment, load_journal, next_experiment_dir
 from .errors import UsageError
-from .isolation import RunnerStartError, probe_model
-from .pool import Pool
-from .progress import Progress
-from .runner import ModelError, check_model_source
-from .store import Experiment, load_journal, next_experiment_dir
+from .pool import placement
+from .pool.isolation import RunnerStartError, probe_model
+from .pool.policy import Pool
+from .pool.runner import ModelError, check_model_source
+from .report.progress import Progress
 
 log = logging.getLogger("candle_mbo")
 
@@ -107,7 +109,7 @@ def plan_workers(ranks, worker_ranks, master_ranks, args):
     infos = ranks.infos
     workers = {r: infos[r] for r in worker_ranks if r in infos}
     masters = {r: infos[r] for r in master_ranks if r in infos}
-    from .placement import node_info
+    from .pool.placement import node_info
 
     masters[0] = node_info()
     envs, lines, warnings = placement.plan(workers, masters, args.threads_per_worker, args.gpus_per_worker)
@@ -212,7 +214,7 @@ def dispatch(source, pool, experiment, args, settings, total, size, entry, conte
 
 def finish(args, experiment, start, records, workers, extra_lines=()):
     """The end-of-job summary lines (``start``: when this job's dispatching began) and the report."""
-    from .progress import summary
+    from .report.progress import summary
 
     wall = time.time() - start
     logs = "logs/*.log (--no-run-dirs)" if args.no_run_dirs else "runs/<run_id>/model.log"
@@ -223,7 +225,7 @@ def finish(args, experiment, start, records, workers, extra_lines=()):
         log.info(text)
     if not args.no_report:
         try:
-            from .report import render
+            from .report.build import render
 
             paths = render(experiment.path)
             if paths:

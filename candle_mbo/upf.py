@@ -15,9 +15,9 @@ import time
 
 from . import cli, job
 from .errors import UsageError
-from .names import check_names
-from .sources import UpfSource
-from .store import check_run_id
+from .search.names import check_names
+from .core.sources import UpfSource
+from .core.store import check_run_id
 
 log = logging.getLogger("candle_mbo")
 

@@ -256,7 +256,7 @@ def test_workflow_without_install_uses_the_layer(sources, tmp_path):
 
 @pytest.mark.r
 def test_hpo_runs_candle_lib_models_with_candle_lib(sources, tmp_path, mlrmbo):
-    # A built wheel: it carries the R code as data files (share/candle_mbo/R), which candle_mbo.mbo finds.
+    # A built wheel: it carries the R code as data files (share/candle_mbo/R), which candle_mbo.search.mbo finds.
     python = _venv(tmp_path / "venv")
     _pip(python, sources["standin_wheel"])
     _pip(python, sources["wheel"])

@@ -135,7 +135,7 @@ def test_kill_9_of_the_job_leaves_no_process_behind(tmp_path):
         kill_group(process, signal.SIGKILL)
         process.wait(timeout=30)
         assert wait_until(lambda: not processes_with("sleep " + marker), 15), processes_with("sleep " + marker)
-        assert wait_until(lambda: not processes_with("candle_mbo.isolation import runner_main"), 15)
+        assert wait_until(lambda: not processes_with("candle_mbo.pool.isolation import runner_main"), 15)
     finally:
         kill_group(process, signal.SIGKILL)
         for pid in processes_with("sleep " + marker):

@@ -28,7 +28,7 @@ def settings(**over):
 
 
 def mbo(space, **over):
-    from candle_mbo.mbo import MBOOptimizer
+    from candle_mbo.search.mbo import MBOOptimizer
 
     return MBOOptimizer(space, settings(**over))
 
@@ -290,7 +290,7 @@ def test_optimizers_in_one_process_are_independent():
 
 # -- random search: one optimizer behind the same contract --------------------------------------------------
 def test_random_search_samples_the_same_space():
-    from candle_mbo.mbo import RandomSearch, make_optimizer
+    from candle_mbo.search.mbo import RandomSearch, make_optimizer
 
     optimizer = make_optimizer("random", UNO, {"mode": "async"})
     assert isinstance(optimizer, RandomSearch)

@@ -3,7 +3,7 @@
 import pytest
 
 from candle_mbo.errors import UsageError
-from candle_mbo.names import check_names, close_match, name_line
+from candle_mbo.search.names import check_names, close_match, name_line
 
 DESCRIPTION = {"definitions": {"learning_rate": {}, "batch_size": {}, "epochs": {}, "dropout": {},
                                "warmup_epochs": {}, "dense": {}},

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from candle_mbo.runner import objective_from
+from candle_mbo.pool.runner import objective_from
 
 NAN, INF = float("nan"), float("inf")
 

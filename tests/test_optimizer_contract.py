@@ -3,8 +3,8 @@
 import pytest
 
 from candle_mbo.errors import UsageError
-from candle_mbo.mbo import BATCH_CRITS, CRITS, check_settings
-from candle_mbo.optimizer import DESIGN, FALLBACK, MODEL, RANDOM, origin, small_budget_note
+from candle_mbo.search.mbo import BATCH_CRITS, CRITS, check_settings
+from candle_mbo.search.optimizer import DESIGN, FALLBACK, MODEL, RANDOM, origin, small_budget_note
 
 
 def test_every_criterion_works_one_point_at_a_time():

@@ -5,8 +5,8 @@ import heapq
 
 import pytest
 
-from candle_mbo import pool as pool_module
-from candle_mbo.pool import Pool
+from candle_mbo.pool import policy as pool_module
+from candle_mbo.pool.policy import Pool
 
 
 class SimulatedWorkers:

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from candle_mbo.isolation import IsolatedRunner, RunnerStartError, probe_model
-from candle_mbo.runner import ModelError, Runner, load_model, objective_from
+from candle_mbo.pool.isolation import IsolatedRunner, RunnerStartError, probe_model
+from candle_mbo.pool.runner import ModelError, Runner, load_model, objective_from
 from conftest import FIXTURES
 
 FAULTY = os.path.join(FIXTURES, "faulty.py")

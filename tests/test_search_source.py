@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from candle_mbo.optimizer import Proposal
+from candle_mbo.search.optimizer import Proposal
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import scale_sim  # noqa: E402
@@ -109,9 +109,9 @@ def test_a_sync_search_tells_whole_batches_in_proposal_order():
 def test_a_resume_pairs_each_interrupted_run_with_its_own_point_when_steps_were_dispatched_out_of_order():
     """Two masters dispatch their steps out of order; after a resume, each rerun's result must be told
     against its own point."""
-    from candle_mbo.journal import Replay
-    from candle_mbo.masters import MasterLogic
-    from candle_mbo.sources import SearchSource
+    from candle_mbo.core.journal import Replay
+    from candle_mbo.search.masters import MasterLogic
+    from candle_mbo.core.sources import SearchSource
 
     def entry(run_id, step, x):
         return {"event": "dispatched", "run_id": run_id, "params": {"x1": x}, "x": {"x1": x}, "step": step,
@@ -146,8 +146,8 @@ def test_a_resume_pairs_each_interrupted_run_with_its_own_point_when_steps_were_
 
 def source_with_running(n, since, prop_type="infill_cb", step=0, masters=(), budget=1000, design_size=63):
     """An async SearchSource with ``n`` points running since ``since`` (in dispatch order), and a View."""
-    from candle_mbo.dispatch import View
-    from candle_mbo.sources import SearchSource, _Point
+    from candle_mbo.core.dispatch import View
+    from candle_mbo.core.sources import SearchSource, _Point
 
     source = SearchSource(list(masters), {"budget": budget, "design_size": design_size, "mode": "async",
                                           "propose_points": design_size, "seed": 1}, logging.getLogger("test"))

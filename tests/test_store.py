@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from candle_mbo.errors import UsageError
-from candle_mbo.store import CorruptResults, Experiment, check_run_id, load_results, next_experiment_dir
+from candle_mbo.core.store import CorruptResults, Experiment, check_run_id, load_results, next_experiment_dir
 
 
 def record(run_id, status="ok", objective=1.0, **params):
@@ -91,7 +91,7 @@ def test_second_job_is_refused_by_the_lock(tmp_path):
     folder = str(tmp_path / "e")
     experiment = Experiment(folder).open()
     experiment.write_settings({"kind": "upf"})
-    code = ("import sys; from candle_mbo.store import Experiment; from candle_mbo.errors import UsageError\n"
+    code = ("import sys; from candle_mbo.core.store import Experiment; from candle_mbo.errors import UsageError\n"
             "try:\n    Experiment(sys.argv[1], resume=True).open()\nexcept UsageError as e:\n    print(e)")
     result = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, timeout=60)
     assert "in use by another job" in result.stdout and ("pid %d" % os.getpid()) in result.stdout

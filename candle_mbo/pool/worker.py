@@ -1,7 +1,7 @@
 """A worker rank: runs the tasks its dispatcher sends, in a resident runner, and keeps listening meanwhile.
 
-Protocol with the dispatcher (pickled tuples; the dispatcher's side is :mod:`candle_mbo.pool`; the
-``hello`` that precedes it is :func:`candle_mbo.ranks.follower`'s)::
+Protocol with the dispatcher (pickled tuples; the dispatcher's side is :mod:`candle_mbo.pool.policy`; the
+``hello`` that precedes it is :func:`candle_mbo.pool.ranks.follower`'s)::
 
     dispatcher -> worker  ("init", settings)          runner settings and this worker's environment
     worker -> dispatcher  ("ready", info) | ("error", message)   the model is imported (or cannot be)
@@ -32,7 +32,7 @@ import threading
 import time
 
 from .isolation import IsolatedRunner, RunnerRetired
-from .status import FAILED, TIMEOUT
+from ..status import FAILED, TIMEOUT
 from .transport import Backoff
 
 log = logging.getLogger("candle_mbo.worker")

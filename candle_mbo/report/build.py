@@ -21,7 +21,7 @@ import sys
 
 import yaml
 
-from .errors import UsageError
+from ..errors import UsageError
 from .progress import summary
 
 PLOT_NAMES = ("convergence.png", "params.png", "learning_curves.png", "timeline.png")
@@ -201,7 +201,7 @@ def _render(data, html=True):
         paths.append(_save_atomic(path, lambda tmp, fig=fig: plots.save(fig, tmp)))
     if html:
         try:
-            from .report_html import page
+            from .html import page
         except ImportError:
             raise UsageError("report.html needs Jinja2: pip install jinja2 (Debian: apt-get install "
                              "python3-jinja2)") from None

@@ -38,7 +38,7 @@ import tempfile
 import time
 
 from .runner import Runner, _one_line, write_run_result
-from .status import CRASHED, TIMEOUT
+from ..status import CRASHED, TIMEOUT
 
 _HEADER = struct.Struct("!I")
 KILL_GRACE_S = 2.0
@@ -178,7 +178,7 @@ def child_environment(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(_MPI_ENV_PREFIXES)}
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ written next to the user's model
     env.update(extra or {})
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     paths = [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != package_root]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
@@ -212,7 +212,7 @@ class IsolatedRunner:
         """Start the subprocess and send it its settings; ``wait_ready`` waits for the import."""
         parent_read, child_write = os.pipe()
         child_read, parent_write = os.pipe()
-        code = ("import sys; from candle_mbo.isolation import runner_main; "
+        code = ("import sys; from candle_mbo.pool.isolation import runner_main; "
                 "sys.exit(runner_main(%d, %d, %d))" % (child_read, child_write, os.getpid()))
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:

@@ -1,7 +1,7 @@
 """The task journal: what was dispatched, what finished, what was interrupted; and the inputs it was made from.
 
 The journal is the experiment's ``results.jsonl``: one JSON object per line, appended and flushed as
-things happen (see :class:`candle_mbo.store.Experiment` for durability). Two kinds of lines:
+things happen (see :class:`candle_mbo.core.store.Experiment` for durability). Two kinds of lines:
 
 - a **run record** (it has a ``status``): one per finished task, exactly as before the journal existed,
   so that tools reading results.jsonl keep working when they take the lines with a ``status``;
@@ -33,7 +33,7 @@ import re
 import shutil
 import time
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DISPATCHED = "dispatched"
 INTERRUPTED = "interrupted"

@@ -32,8 +32,8 @@ import threading
 import time
 import traceback
 
-from ._trace import trace
-from .transport import Backoff
+from .._trace import trace
+from ..pool.transport import Backoff
 
 log = logging.getLogger("candle_mbo.masters")
 
@@ -47,7 +47,7 @@ class MasterLogic:
     """One optimizer plus the bookkeeping that maps run ids to its own Proposal objects.
 
     The same code serves master 0 (on a thread of rank 0) and optimizer ranks. ``optimizer`` follows
-    the contract of :mod:`candle_mbo.optimizer`.
+    the contract of :mod:`candle_mbo.search.optimizer`.
     """
 
     def __init__(self, optimizer, index):

@@ -1,8 +1,8 @@
 """How ranks exchange messages: MPI links (or queues inside one process), and the backoff behind every wait.
 
 Messages are pickled tuples ``(kind, payload)``. The protocol between the dispatcher and its workers is
-written down in :mod:`candle_mbo.worker`; between the dispatcher and optimizer ranks in
-:mod:`candle_mbo.masters`. This module only moves messages.
+written down in :mod:`candle_mbo.pool.worker`; between the dispatcher and optimizer ranks in
+:mod:`candle_mbo.search.masters`. This module only moves messages.
 
 No rank ever blocks in an MPI receive: every wait polls with ``Iprobe``/``Test`` and sleeps through a
 :class:`Backoff`, because OpenMPI's blocking receive spins a full core.

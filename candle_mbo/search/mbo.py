@@ -1,4 +1,4 @@
-"""The optimizers behind ``candle_mbo.optimizer``'s contract: mlrMBO, and random search over the same space.
+"""The optimizers behind ``candle_mbo.search.optimizer``'s contract: mlrMBO, and random search over the same space.
 
 A thin rpy2 bridge to R/candle_mbo.R. Only the process that runs an optimizer imports this module (and
 so rpy2 and R); workers never do. Every call crosses the boundary as a JSON string or a plain number;
@@ -11,7 +11,7 @@ import json
 import logging
 import os
 
-from .errors import UsageError
+from ..errors import UsageError
 from .optimizer import Optimizer, Proposal
 
 log = logging.getLogger("candle_mbo.mbo")
@@ -20,7 +20,7 @@ def _r_dir():
     """The R code: beside the package (a checkout, an editable install), else where a wheel put it."""
     import sys
 
-    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "R")
+    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "R")
     for folder in (beside, os.path.join(sys.prefix, "share", "candle_mbo", "R")):
         if os.path.isfile(os.path.join(folder, "candle_mbo.R")):
             return folder

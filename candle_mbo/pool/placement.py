@@ -21,7 +21,7 @@ import os
 import re
 import socket
 
-from .errors import UsageError
+from ..errors import UsageError
 
 GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "NUM_INTRA_THREADS", "NUM_INTER_THREADS", "MKL_NUM_THREADS",

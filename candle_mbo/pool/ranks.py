@@ -2,8 +2,8 @@
 
 Every rank but 0 starts in :func:`follower`: it reports where it runs (``("hello", node_info)``) and waits
 for its first message, which gives it a role: ``("init", settings)`` makes it a worker
-(:func:`candle_mbo.worker.worker_loop`), ``("optimize", settings)`` an optimizer rank
-(:func:`candle_mbo.masters.optimizer_rank`), ``("stop", ...)`` ends it (bad input, or nothing to run).
+(:func:`candle_mbo.pool.worker.worker_loop`), ``("optimize", settings)`` an optimizer rank
+(:func:`candle_mbo.search.masters.optimizer_rank`), ``("stop", ...)`` ends it (bad input, or nothing to run).
 Roles are given by rank 0 after it has read the command line (``--masters``): ranks 1..M-1 optimize,
 the rest work. Every rank always ends: rank 0 sends a stop to every rank it gave no role, and the pool
 stops every worker, including those it left out.
@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 
-from .errors import UsageError
+from ..errors import UsageError
 from .placement import node_info
 from .transport import Backoff, MPILink, queue_pair, world
 
@@ -128,8 +128,8 @@ def follower(link, master=0):
 
         return worker_loop(link, payload, info, master)
     if kind == "optimize":
-        from .masters import make_optimizer, optimizer_rank
-        from .progress import setup_logging
+        from ..search.masters import make_optimizer, optimizer_rank
+        from ..report.progress import setup_logging
 
         setup_logging(rank=link.rank)
         return optimizer_rank(link, payload, make_optimizer, master)

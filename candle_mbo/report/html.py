@@ -19,9 +19,9 @@ import urllib.parse
 
 import jinja2
 
-from . import __version__
+from .. import __version__
 from .progress import proposal_counts, proposal_kind
-from .status import ALL, OK
+from ..status import ALL, OK
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 

@@ -1,6 +1,6 @@
 """The two task sources of the dispatch loop: the lines of a UPF file, and a search (mlrMBO masters).
 
-Both follow :class:`candle_mbo.dispatch.Source`: on resume they learn the journal's finished records and
+Both follow :class:`candle_mbo.core.dispatch.Source`: on resume they learn the journal's finished records and
 hand back its unfinished tasks (to run first, unchanged); then they hand out new tasks when asked.
 """
 
@@ -11,7 +11,7 @@ import math
 import time
 
 from .dispatch import Source, Task, objective_value
-from .errors import UsageError
+from ..errors import UsageError
 
 
 class UpfSource(Source):

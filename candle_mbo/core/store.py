@@ -4,7 +4,7 @@ Layout of an experiment directory::
 
     experiment.yaml   every resolved setting and the pinned inputs' hashes (written atomically at start)
     results.jsonl     the task journal: a record per finished run, and dispatched/interrupted events
-                      (see candle_mbo.journal), appended and flushed as they happen
+                      (see candle_mbo.core.journal), appended and flushed as they happen
     results.csv       the run records as a table (rebuilt from results.jsonl on resume and at the end)
     best.json         the best run so far (written atomically when it changes)
     inputs/           copies of the space, defaults and UPF files the experiment was started with
@@ -35,10 +35,10 @@ import time
 import yaml
 
 from . import journal
-from ._fileio import write_text_atomic
-from ._trace import trace
-from .errors import UsageError
-from .runner import dumps_record
+from .._fileio import write_text_atomic
+from .._trace import trace
+from ..errors import UsageError
+from ..pool.runner import dumps_record
 
 log = logging.getLogger("candle_mbo.store")
 
@@ -84,7 +84,7 @@ class Experiment:
     ``param_columns`` orders the parameter columns of results.csv; ``extra_columns`` come after the
     fixed ones (e.g. ``iteration``, ``prop_type`` for HPO); ``param_defaults`` fill a parameter cell that a
     run did not set (the benchmark's default, which is what the run used). After ``open()`` on resume,
-    ``replay`` holds what the journal says (see candle_mbo.journal.Replay).
+    ``replay`` holds what the journal says (see candle_mbo.core.journal.Replay).
     """
 
     def __init__(self, path, resume=False, param_columns=(), extra_columns=()):

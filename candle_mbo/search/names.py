@@ -9,7 +9,7 @@ default value and make the whole budget worthless, so it is refused before anyth
 import difflib
 import re
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # difflib's similarity ratio (on lower-cased names) from which an unknown name counts as a typo of a
 # defined one: one or two characters wrong in a name of ten or more (learnig_rate, learning_rat,

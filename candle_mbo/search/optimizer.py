@@ -2,7 +2,7 @@
 
 An optimizer hands out ``Proposal`` objects and is told their outcomes. It owns nothing durable: the
 task journal is the source of truth, and ``restore()`` rebuilds an optimizer from it. All calls come
-from one thread. Two implementations exist, both in ``candle_mbo.mbo`` (both load the ParamHelpers
+from one thread. Two implementations exist, both in ``candle_mbo.search.mbo`` (both load the ParamHelpers
 space through R): ``MBOOptimizer`` (mlrMBO) and ``RandomSearch`` (``--optimizer random``).
 
 Attributes and methods:

@@ -2,7 +2,7 @@
 
 The pool knows nothing about mlrMBO, UPF or the journal. A task is ``{"run_id", "params", "run_dir"}``;
 a result is the runner's record plus ``worker``, ``host`` and ``task``. The messages it exchanges with
-worker ranks are listed in :mod:`candle_mbo.worker`; the transport is :mod:`candle_mbo.transport`.
+worker ranks are listed in :mod:`candle_mbo.pool.worker`; the transport is :mod:`candle_mbo.pool.transport`.
 
 Rules:
 - A task goes to an idle worker (nothing in flight) first.

@@ -10,7 +10,7 @@ None when there is nothing to draw. The rules that keep the figures honest:
 - the objective axis is chosen from the data (:func:`choose_scale`): log when positive values span
   decades, symlog when outliers dwarf values around zero, else linear and, when a few outliers would
   squash the rest, limited to the bulk with the outliers drawn as arrows at the edge and counted;
-- the workers' utilization is :func:`candle_mbo.progress.utilization`, the summary's definition;
+- the workers' utilization is :func:`candle_mbo.report.progress.utilization`, the summary's definition;
 - a run too short to see on the timeline still gets a bar a few pixels wide.
 """
 
@@ -28,7 +28,7 @@ from matplotlib import transforms  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from .progress import describe_utilization, proposal_kind, reason, run_interval, shorten, utilization  # noqa: E402
-from .status import CRASHED, FAILED, OK, TIMEOUT  # noqa: E402
+from ..status import CRASHED, FAILED, OK, TIMEOUT  # noqa: E402
 
 STATUS_COLORS = {OK: "#4daf4a", FAILED: "#ff7f00", TIMEOUT: "#984ea3", CRASHED: "#e41a1c"}
 OTHER_COLOR = "#999999"

@@ -13,8 +13,8 @@ import math
 import sys
 import time
 
-from .optimizer import origin
-from .status import ALL, OK
+from ..search.optimizer import origin
+from ..status import ALL, OK
 
 #: A failure reason longer than this is shortened (at a word boundary) in progress lines and the summary;
 #: results.jsonl, results.csv and report.html keep it whole.

@@ -22,9 +22,9 @@ import threading
 import time
 import traceback
 
-from .candle_api import _benchmark
-from ._fileio import write_json_atomic, write_json_fast
-from .status import CRASHED, FAILED, OK, TIMEOUT  # noqa: F401 - re-exported for callers
+from ..candle_api import _benchmark
+from .._fileio import write_json_atomic, write_json_fast
+from ..status import CRASHED, FAILED, OK, TIMEOUT  # noqa: F401 - re-exported for callers
 
 REDUCTIONS = ("last", "min", "max")
 

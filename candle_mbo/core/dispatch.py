@@ -30,9 +30,9 @@ import threading
 import time
 
 from . import journal
-from ._fileio import write_json_atomic
-from .pool import PoolError
-from .status import OK
+from .._fileio import write_json_atomic
+from ..pool.policy import PoolError
+from ..status import OK
 
 log = logging.getLogger("candle_mbo")
 
