@@ -10,7 +10,7 @@ Modes:
   and fed back before the next is proposed (CANDLE Supervisor's scheme; with ``--seed`` the proposals
   equal plain ``mlrMBO::mbo()``).
 - ``async``: a worker that frees gets the next proposal at once; proposals are computed ahead while
-  runs go on, and take the running points into account (kriging believer), see R/candle_mbo.R.
+  runs go on, and take the running points into account (kriging believer), see R/cm_propose.R.
 
 The budget counts every evaluation, design included, and is met exactly.
 """

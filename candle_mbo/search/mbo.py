@@ -1,6 +1,6 @@
 """The optimizers behind ``candle_mbo.search.optimizer``'s contract: mlrMBO, and random search over the same space.
 
-A thin rpy2 bridge to R/candle_mbo.R. Only the process that runs an optimizer imports this module (and
+A thin rpy2 bridge to R/candle_mbo.R (the loader of the R parts, R/cm_*.R). Only the process that runs an optimizer imports this module (and
 so rpy2 and R); workers never do. Every call crosses the boundary as a JSON string or a plain number;
 the logic lives in R. All calls must come from one thread (R is single-threaded). Each optimizer sources
 the R code into an environment of its own, so several optimizers in one process are independent (they
@@ -33,7 +33,7 @@ CRITS = ("default", "cb", "ei", "aei", "eqi", "adacb", "mr", "se")
 LIES = ("best", "mean", "worst", "believer", "none")
 PROFILES = ("mlrmbo", "fast")
 MODES = ("sync", "async")
-# How one fit gives k points (see cm_propose_from in R/candle_mbo.R).
+# How one fit gives k points (see cm_propose_from in R/cm_propose.R).
 BATCHES = ("lambdas", "believer", "both")
 # Criteria that can propose several points that run at the same time. Sync batches: mlrMBO's
 # multi-point 'cb' (random lambdas), its constant liar (ei, aei only), and adacb as CB points drawn
