@@ -126,7 +126,7 @@ def follower(link, master=0):
     if kind == "init":
         from .worker import worker_loop
 
-        return worker_loop(link, payload, info, master)
+        return worker_loop(link, payload, info, master, early_signal=_note_signal.first)
     if kind == "optimize":
         from ..search.masters import make_optimizer, optimizer_rank
         from ..report.progress import setup_logging

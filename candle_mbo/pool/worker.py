@@ -173,12 +173,12 @@ class _WorkerState:
     def send(self, message):
         self.link.send(self.master, message)
 
-    def start(self, settings):
-        """Install the signal handlers and load the model; tell the dispatcher how that went."""
-        if not self.in_process and threading.current_thread() is threading.main_thread():
-            from .ranks import _note_signal
+    def start(self, settings, early_signal=None):
+        """Install the signal handlers and load the model; tell the dispatcher how that went.
 
-            self.signals.install(_note_signal.first)
+        ``early_signal``: the (signal, time) this rank noted before it had a role (see ranks.follower)."""
+        if not self.in_process and threading.current_thread() is threading.main_thread():
+            self.signals.install(early_signal)
         self.grace = float(settings.get("grace") or 0)
         try:
             self.executor = make_executor(settings, self.rank, self.in_process)
@@ -271,10 +271,12 @@ class _WorkerState:
             self.handle(received[1])
 
 
-def worker_loop(link, settings, info, master=0):
-    """A worker's life after its ``init``: run tasks from the dispatcher until told to stop; returns 0."""
+def worker_loop(link, settings, info, master=0, early_signal=None):
+    """A worker's life after its ``init``: run tasks from the dispatcher until told to stop; returns 0.
+
+    ``early_signal``: a stop signal (signal, time) the rank received before it became a worker."""
     state = _WorkerState(link, master, info)
-    state.start(settings)
+    state.start(settings, early_signal)
     while not state.stopped:
         state.step()
     if state.executor is not None:
