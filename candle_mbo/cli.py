@@ -85,6 +85,18 @@ def add_common_arguments(parser):
                        help="history entry to optimize or report (default: val_loss)")
     group.add_argument("--reduction", default="last", choices=("last", "min", "max"),
                        help="which value of the objective's history counts (default: last, as CANDLE)")
+    group.add_argument("--objective-file", metavar="NAME",
+                       help="when run() returns None: read the objective from this scores file (JSON or YAML, "
+                            "key = --objective) in the run's output_dir (default: the IMPROVE convention's "
+                            "val_scores.json, if the run writes one)")
+    group.add_argument("--objective-regex", metavar="REGEX",
+                       help="when run() returns None and nothing else gives the objective: its last match in "
+                            "the run's output, e.g. 'val_loss: (\\S+)' (group 'value' or the first group is "
+                            "the number; default: an 'IMPROVE_RESULT <objective>: <value>' line)")
+    group.add_argument("--workdir", default="run", choices=("run", "model"),
+                       help="where each run executes: run (default: its own runs/<run_id>/ folder) or model (the "
+                            "model file's folder, for benchmarks that open paths relative to it; output_dir "
+                            "still points at the run's folder)")
     group.add_argument("--timeout", type=nonnegative_float, default=0, metavar="S",
                        help="kill a run after S seconds and record it as 'timeout' (default: 0, no limit)")
     group.add_argument("--isolation", default="process", choices=("process", "none"),

@@ -157,6 +157,8 @@ def run(args, ranks, context):
     max_failures = args.max_failures if args.max_failures is not None else job.default_max_failures(n_workers)
     settings = {"kind": "hpo", "entry": "candle_mbo", "model": args.model, "space": args.space,
                 "default_model": args.default_model, "objective": args.objective, "reduction": args.reduction,
+                "objective_file": args.objective_file, "objective_regex": args.objective_regex,
+                "workdir": args.workdir,
                 "maximize": bool(args.maximize), "optimizer": args.optimizer, "learner": args.learner,
                 "crit": args.crit, "profile": profile, "mode": args.mode, "lie": args.lie, "seed": seed,
                 "budget": budget, "design_size": design_size, "propose_points": propose_points,
@@ -186,7 +188,8 @@ def run(args, ranks, context):
                 pool.routes[remote.rank] = remote.handle
             source = SearchSource(masters, settings, log)
             code, dispatcher = job.dispatch(source, pool, experiment, args, settings, budget, ranks.size,
-                                            "candle_mbo", context)
+                                            "candle_mbo", context,
+                                            defaults=description.get("params"))
             if code >= 128:
                 return code
             pool.close()

@@ -32,8 +32,9 @@ def default_max_failures(workers):
     return max(5, workers)
 
 
-def runner_config(args, require_objective, experiment_id="EXP000"):
-    """The Runner's settings, as sent to every worker."""
+def runner_config(args, require_objective, experiment_id="EXP000", await_answers=False):
+    """The Runner's settings, as sent to every worker (``await_answers``: the dispatcher answers epoch
+    reports, so runs wait for the answer: early discarding)."""
     return {
         "model": args.model,
         "objective": args.objective,
@@ -42,7 +43,25 @@ def runner_config(args, require_objective, experiment_id="EXP000"):
         "default_model": os.path.abspath(args.default_model) if args.default_model else None,
         "experiment_id": experiment_id,
         "memory_limit_mb": args.memory_limit,
+        "objective_file": getattr(args, "objective_file", None),
+        "objective_regex": getattr(args, "objective_regex", None),
+        "workdir": getattr(args, "workdir", None) or "run",
+        "await_answers": await_answers,
     }
+
+
+def check_objective_options(args):
+    """--objective-regex compiles and --objective-file is a file name (UsageError otherwise)."""
+    from .pool.objective import compile_regex
+
+    if args.objective_regex:
+        try:
+            compile_regex(args.objective_regex)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.objective_file is not None and (not args.objective_file.strip() or args.objective_file.endswith("/")):
+        raise UsageError("--objective-file %r: give the scores file's name (relative to the run's output_dir) "
+                         "or its absolute path" % args.objective_file)
 
 
 def resumable(args, kind, build_parser, identity):
@@ -80,6 +99,7 @@ def check_model(args, require_objective):
 
     The import happens in a throwaway subprocess, so the master never loads the model's framework.
     """
+    check_objective_options(args)
     try:
         args.model = check_model_source(args.model)
     except ModelError as exc:
@@ -168,10 +188,10 @@ def open_experiment(args, experiment, settings, inputs, param_columns=(), extra_
     return experiment
 
 
-def worker_settings(args, experiment, require_objective):
+def worker_settings(args, experiment, require_objective, await_answers=False):
     """The settings every worker gets in its ``init`` (its own environment is added per worker)."""
     return {
-        "runner": runner_config(args, require_objective, os.path.basename(experiment.path)),
+        "runner": runner_config(args, require_objective, os.path.basename(experiment.path), await_answers),
         "isolation": args.isolation,
         "timeout": args.timeout or None,
         "log_dir": experiment.file("logs"),
@@ -181,11 +201,11 @@ def worker_settings(args, experiment, require_objective):
     }
 
 
-def start_workers(ranks, worker_ranks, envs, args, experiment, require_objective, context):
+def start_workers(ranks, worker_ranks, envs, args, experiment, require_objective, context, await_answers=False):
     """The pool over ``worker_ranks``, started: every worker loads the model in parallel."""
     pool = Pool(ranks.link, worker_ranks)
     pool.gather({r: ranks.infos.get(r, {}) for r in worker_ranks})
-    base = worker_settings(args, experiment, require_objective)
+    base = worker_settings(args, experiment, require_objective, await_answers)
     data = os.environ.get("CANDLE_DATA_DIR")
     for rank in worker_ranks:
         env = envs.setdefault(rank, {})
@@ -197,12 +217,15 @@ def start_workers(ranks, worker_ranks, envs, args, experiment, require_objective
     return pool
 
 
-def dispatch(source, pool, experiment, args, settings, total, size, entry, context):
-    """Run the loop; returns ``(exit code, dispatcher)``."""
+def dispatch(source, pool, experiment, args, settings, total, size, entry, context, defaults=None):
+    """Run the loop; returns ``(exit code, dispatcher)``. ``defaults``: the benchmark's default parameters
+    (how many epochs a run trains when its parameters do not say)."""
     progress = Progress(total=total, objective_name=args.objective, maximize=bool(args.maximize),
                         done=len(experiment.records), quiet=args.quiet)
     progress.seed(experiment.records)
-    loop_settings = dict(settings, resume_command=resume_command(entry, experiment.path, size))
+    fidelity = settings.get("fidelity") or "epochs"
+    loop_settings = dict(settings, resume_command=resume_command(entry, experiment.path, size),
+                         planned_epochs=(defaults or {}).get(fidelity))
     dispatcher = Dispatcher(source, pool, experiment, progress, loop_settings)
     context["dispatched"] = True
     try:

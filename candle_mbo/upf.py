@@ -123,6 +123,8 @@ def run(args, ranks, context):
     max_failures = args.max_failures if args.max_failures is not None else job.default_max_failures(workers)
     settings = {"kind": "upf", "entry": "candle_mbo.upf", "model": args.model, "upf": args.upf,
                 "default_model": args.default_model, "objective": args.objective, "reduction": args.reduction,
+                "objective_file": args.objective_file, "objective_regex": args.objective_regex,
+                "workdir": args.workdir,
                 "maximize": bool(args.maximize), "timeout": args.timeout, "isolation": args.isolation,
                 "memory_limit": args.memory_limit, "no_run_dirs": bool(args.no_run_dirs),
                 "threads_per_worker": args.threads_per_worker, "gpus_per_worker": args.gpus_per_worker,
@@ -152,7 +154,7 @@ def run(args, ranks, context):
         if len(lines) - done > 0 or waiting:
             pool = job.start_workers(ranks, worker_ranks, envs, args, experiment, False, context)
             code, dispatcher = job.dispatch(source, pool, experiment, args, settings, len(lines), ranks.size,
-                                            "candle_mbo.upf", context)
+                                            "candle_mbo.upf", context, defaults=description.get("params"))
             if code >= 128:
                 return code
             pool.close()

@@ -42,7 +42,7 @@ def test_numeric_space_sync_exact_budget(tmp_path):
     assert best["objective"] == min(r["objective"] for r in records) and set(best["params"]) == {"x1", "x2"}
     assert (out / "mlrmbo_opt_path.rds").exists()
     header = (out / "results.csv").read_text().splitlines()[0]
-    assert header == "run_id,status,objective,duration_s,worker,started,finished,iteration,prop_type,error,x1,x2"
+    assert header == "run_id,status,objective,duration_s,worker,started,finished,objective_source,epochs,iteration,prop_type,error,x1,x2"
     assert "best: run-" in result.stdout
 
 

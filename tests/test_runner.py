@@ -74,7 +74,7 @@ def test_run_writes_per_run_files(faulty_runner, tmp_path):
 
 @pytest.mark.parametrize("fate, message", [("raise", "injected failure"), ("nan", "finite"),
                                            ("not_history", "holds no objective"), ("missing_key", "val_loss"),
-                                           ("none", "needs an objective")])
+                                           ("none", "no objective 'val_loss': run() returned None")])
 def test_failures_are_records_with_traceback_in_log(faulty_runner, tmp_path, fate, message):
     record = faulty_runner.run({"run_id": fate, "params": {"fate": fate}, "run_dir": str(tmp_path / fate)})
     assert record["status"] == "failed" and message in record["error"]

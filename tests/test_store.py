@@ -30,11 +30,11 @@ def test_append_is_readable_at_once_and_csv_matches(tmp_path):
     assert [r["run_id"] for r in load_results(experiment.file("results.jsonl"))] == ["r1", "r2"]
     experiment.close()
     rows = list(csv.reader(io.StringIO((tmp_path / "e" / "results.csv").read_text())))
-    assert rows[0] == ["run_id", "status", "objective", "duration_s", "worker", "started", "finished", "error",
-                       "a", "c", "b"]
-    assert rows[1][7:] == ["", "1", "7", ""]  # c: the benchmark's default, which the run used
-    assert rows[2][:3] == ["r2", "failed", ""] and rows[2][7] == failed["error"]
-    assert rows[2][8:] == ["[1, 2]", "7", "new"]
+    assert rows[0] == ["run_id", "status", "objective", "duration_s", "worker", "started", "finished",
+                       "objective_source", "epochs", "error", "a", "c", "b"]
+    assert rows[1][9:] == ["", "1", "7", ""]  # c: the benchmark's default, which the run used
+    assert rows[2][:3] == ["r2", "failed", ""] and rows[2][9] == failed["error"]
+    assert rows[2][10:] == ["[1, 2]", "7", "new"]
     assert len(rows) == 3  # journal events are not runs
 
 
@@ -61,9 +61,26 @@ def test_corrupt_middle_line_is_refused(tmp_path):
         load_results(str(path))
 
 
-def test_non_empty_directory_needs_resume(tmp_path):
-    (tmp_path / "x.txt").write_text("hello")
-    with pytest.raises(UsageError, match="--resume"):
+def test_a_folder_with_staged_data_takes_a_new_experiment_and_keeps_the_data(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("1,2\n")
+    (tmp_path / "job.sh").write_text("#!/bin/sh\n")
+    experiment = Experiment(str(tmp_path)).open()
+    experiment.append(record("r1"))
+    experiment.close()
+    assert (tmp_path / "data" / "train.csv").read_text() == "1,2\n" and (tmp_path / "job.sh").exists()
+    assert [r["run_id"] for r in load_results(str(tmp_path / "results.jsonl"))] == ["r1"]
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: (p / "experiment.yaml").write_text("kind: hpo\n"), "an experiment \\(experiment.yaml\\); add --resume"),
+    (lambda p: (p / "results.jsonl").write_text(json.dumps(record("r9")) + "\n"), "another experiment's journal"),
+    (lambda p: (p / "runs" / "run-0001").mkdir(parents=True), "run folders \\(runs/run-0001\\)"),
+    (lambda p: (p / "best.json").write_text("{}\n"), "output files of an earlier job \\(best.json\\)"),
+])
+def test_a_folder_holding_another_experiments_files_is_refused_with_the_reason(tmp_path, make, reason):
+    make(tmp_path)
+    with pytest.raises(UsageError, match=reason):
         Experiment(str(tmp_path)).open()
 
 

@@ -449,6 +449,9 @@ class Benchmark:
         self.framework = framework
         self.prog = prog
         self.desc = desc
+        if parser is None:  # built here, as candle_lib does: code may add options to it before parsing
+            parser = argparse.ArgumentParser(prog=prog, description=desc, conflict_handler="resolve",
+                                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         self.parser = parser
         self.required = set(required) if required is not None else set()
         self.additional_definitions = list(additional_definitions) if additional_definitions else []

@@ -30,6 +30,7 @@ import time
 import zlib
 from datetime import datetime
 
+from .. import epochs
 from ._helpers import set_up_logger, str2bool
 
 RESTART_MODES = ("off", "auto", "required")
@@ -114,8 +115,18 @@ class CandleCkpt:
     # -- saving ---------------------------------------------------------------------------------
     def ckpt_epoch(self, epoch, direction, metric_value):
         """Called after each epoch (0-based ``epoch``; saved as ``epoch + 1``). ``direction`` '-' means a
-        smaller ``metric_value`` is better, '+' a larger one."""
-        epoch += 1
+        smaller ``metric_value`` is better, '+' a larger one.
+
+        Under candle_mbo the value is also reported as the run's epoch report (named by
+        ``ckpt_save_best_metric``, else ``ckpt_metric``; see :mod:`candle_mbo.epochs`), after the checkpoint
+        is written; if the search stops the run there, a Keras callback sets ``model.stop_training`` and a
+        PyTorch loop gets :class:`candle_mbo.epochs.RunPruned`.
+        """
+        self.save_epoch(epoch + 1, direction, metric_value)
+        epochs.deliver_from(self, epoch + 1, {self.save_best_metric or epochs.UNNAMED_CKPT_METRIC: metric_value})
+
+    def save_epoch(self, epoch, direction, metric_value):
+        """Write the checkpoint of epoch ``epoch`` (1-based) if the save policy says so."""
         if not self.save_check(epoch, direction, metric_value):
             return
         root = self.ckpt_directory

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
+from .. import epochs
 from ._ckpt import CandleCkpt
 from ._helpers import keras_default_config
 
@@ -124,6 +125,7 @@ class CandleRemoteMonitor(keras.callbacks.Callback):
                                   "training_loss": {"set": _plain(logs.get("loss"))},
                                   "validation_loss": {"set": _plain(logs.get("val_loss"))},
                                   "run_progress": {"add": [line]}})
+        epochs.deliver_from(self, epoch + 1, logs)  # the run's epoch report (see candle_mbo.epochs)
 
     def on_train_end(self, logs=None):
         from datetime import datetime

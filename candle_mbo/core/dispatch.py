@@ -5,10 +5,14 @@
     source (UPF lines | optimizer) --new tasks--> journal ("dispatched") --> pool --> workers
           ^                                                                          |
           +-------- finished records <-- journal (record) <-- progress, best.json <--+
+          +-------- epoch reports ------ journal ("epoch") <-- progress <------------+ (while runs train)
+          +-------- "stop"? (source.reported) ---------------> pool --> the run's worker
 
 Order of a resumed job: the tasks the journal holds as dispatched but unfinished run first, under their
 own run ids and parameters; then the source's new tasks. A task is journaled before any worker can see
-it, and a result before anything else learns of it (progress, best.json, the optimizer).
+it, and a result before anything else learns of it (progress, best.json, the optimizer). Epoch reports are
+journaled as they arrive (one write per batch); the source may answer a report with "stop" (early
+discarding lives with the search, see ``Source.reported``), which the pool delivers to the run.
 
 The loop also owns the job's end:
 - **fail fast**: when the first ``max_failures`` runs of this job all failed (none succeeded), the source
@@ -32,7 +36,7 @@ import time
 from . import journal
 from .._fileio import write_json_atomic
 from ..pool.policy import PoolError
-from ..status import OK
+from ..status import OK, PRUNED
 
 log = logging.getLogger("candle_mbo")
 
@@ -59,7 +63,9 @@ class Source:
     ``take(view)`` for new tasks and ``finished(record, task)`` for each result; ``exhausted()`` says no
     task will come any more (with nothing of the source's still pending; always true once stopped);
     ``stop()`` asks it to hand out no more; ``cancelled(run_ids)`` names tasks the loop dropped before
-    they ran (they stay journaled, to run first on resume); ``close()`` at the end, whatever happened.
+    they ran (they stay journaled, to run first on resume); ``reported(report, task)`` sees each epoch
+    report of a running task and may return an answer ``{"stop": True, "reason": ...}`` to end that run
+    early; ``close()`` at the end, whatever happened.
 
     ``view`` tells the source about the pool: ``idle`` workers, ``running`` tasks, ``queued`` tasks,
     ``workers``, ``finished`` records in the experiment, and ``now`` (the dispatcher's clock, in seconds).
@@ -83,6 +89,10 @@ class Source:
 
     def cancelled(self, run_ids):
         pass
+
+    def reported(self, report, task):
+        """An epoch report of a running task; return ``{"stop": True, "reason": str}`` to stop that run."""
+        return None
 
     def wait_s(self):
         """How long the loop may wait for results before asking the source again."""
@@ -120,6 +130,9 @@ class Dispatcher:
         self._grace_started = False
         self._said = False
         self.unstarted = []  # tasks taken back from the pool in a grace period: interrupted before they ran
+        self.stops = {}  # run_id -> the answer that stopped it (merged into its record)
+        self.fidelity = settings.get("fidelity") or "epochs"
+        self.planned_default = settings.get("planned_epochs")  # the benchmark's default for the fidelity
         for record in experiment.records:
             self._track_best(record)
 
@@ -141,8 +154,11 @@ class Dispatcher:
                     self._submit(self.source.take(self._view()))
                 if self.source.exhausted() and not self.tasks:
                     break
-                for result in self.pool.poll(timeout=min(self.source.wait_s(), 0.25)):
+                results = self.pool.poll(timeout=min(self.source.wait_s(), 0.25))
+                self._on_reports(self.pool.take_reports())  # first: a worker sends a run's reports before its result
+                for result in results:
                     self._record(result)
+                self.progress.tick()
             return EXIT_FAILING if self.failing else 0
         finally:
             for sig, handler in previous.items():
@@ -169,17 +185,42 @@ class Dispatcher:
             self.pool.submit({"run_id": task.run_id, "params": task.params,
                               "run_dir": self.experiment.run_dir(task.run_id) if self.run_dirs else None})
 
+    def _on_reports(self, reports):
+        """Journal the epoch reports (one write), show them, and answer those that wait for an answer."""
+        if not reports:
+            return
+        self.experiment.append_events([journal.epoch(r) for r in reports])
+        for report in reports:
+            task = self.tasks.get(report["run_id"])
+            if task is None:
+                answer = None  # its result is in already (or it was dropped): nothing to decide
+            else:
+                self.progress.epoch(report["run_id"], report["epoch"], self._planned(task))
+                answer = self.source.reported(report, task) if self.signal is None else None
+            if answer and answer.get("stop"):
+                self.stops[report["run_id"]] = answer
+            if report.get("wait"):
+                self.pool.answer(report, answer or {"stop": False})
+
+    def _planned(self, task):
+        """How many epochs a task is to train (its fidelity parameter, else the benchmark's default)."""
+        value = task.params.get(self.fidelity, self.planned_default)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
     def _record(self, result):
         """Store a finished run (durably, first), then tell everyone else.
 
-        After a stop signal only ``ok`` results count: a run that failed or died then may have been hit by
-        the job's own signal (a scheduler sends it to every process of the job), so it stays unfinished,
+        After a stop signal only ``ok`` (and ``pruned``) results count: a run that failed or died then may have
+        been hit by the job's own signal (a scheduler sends it to every process of the job), so it stays unfinished,
         journaled as interrupted, and runs again first on resume.
         """
-        if self.signal is not None and result.get("status") != OK:
+        if self.signal is not None and result.get("status") not in (OK, PRUNED):
             return
         task = self.tasks.pop(result["run_id"], None)
         record = finish_record(result, task)
+        stop = self.stops.pop(record["run_id"], None)
+        if stop is not None and record.get("status") == PRUNED:
+            record["pruned"] = {k: v for k, v in stop.items() if k != "stop"}
         self.experiment.append(record)
         self.progress.update(record)
         self._track_best(record)
@@ -273,7 +314,9 @@ class Dispatcher:
         """Kill what still runs, journal it as interrupted, say how to continue; return 128 + signal."""
         signum = self.signal[0]
         self.source.stop()
-        for result in self.pool.poll(timeout=0):
+        results = self.pool.poll(timeout=0)
+        self._on_reports(self.pool.take_reports())
+        for result in results:
             self._record(result)
         unfinished = sorted(set(self.tasks) | set(self.unstarted))
         name = signal.Signals(signum).name

@@ -14,6 +14,9 @@ things happen (see :class:`candle_mbo.core.store.Experiment` for durability). Tw
     ``line``.
   - ``{"event": "interrupted", "run_ids", "signal", "time"}``, written when a signal stopped the job with
     those tasks unfinished (informative: replay treats every dispatched, unfinished task alike).
+  - ``{"event": "epoch", "run_id", "epoch", "metrics", "time"}``, one per epoch report of a run while it
+    trains (see candle_mbo.epochs), written as the reports arrive: the learning curves of every run,
+    including those a kill interrupted, and what early discarding decided from.
 
 Resume is a replay (:func:`replay`): finished tasks are given back to their source (the optimizer learns
 them, UPF skips them), dispatched-but-unfinished tasks run again first, under their own run id, parameters
@@ -37,6 +40,7 @@ from ..errors import UsageError
 
 DISPATCHED = "dispatched"
 INTERRUPTED = "interrupted"
+EPOCH = "epoch"
 
 
 def is_record(entry):
@@ -51,6 +55,12 @@ def dispatched(run_id, params, **fields):
     return entry
 
 
+def epoch(report):
+    """The journal entry of one epoch report (``{"run_id", "epoch", "metrics", "time"}``)."""
+    return {"event": EPOCH, "run_id": report["run_id"], "epoch": report["epoch"], "metrics": report["metrics"],
+            "time": report.get("time") or round(time.time(), 3)}
+
+
 def interrupted(run_ids, signal_name):
     return {"event": INTERRUPTED, "run_ids": list(run_ids), "signal": signal_name, "time": time.time()}
 
@@ -60,12 +70,14 @@ class Replay:
 
     ``records``: run records in the order they finished (one per run id, the first if a line repeats).
     ``unfinished``: dispatched entries without a record, in dispatch order. ``dispatched``: run id -> its
-    dispatched entry. ``next_number``: one past the highest ``run-NNNN`` number ever used.
+    dispatched entry. ``next_number``: one past the highest ``run-NNNN`` number ever used. ``epochs``: run
+    id -> its epoch events in journal order.
     """
 
     def __init__(self, entries, where="results.jsonl"):
         self.records = []
         self.dispatched = {}
+        self.epochs = {}
         finished = set()
         self.next_number = 1
         for entry in entries:
@@ -75,6 +87,8 @@ class Replay:
                 if run_id not in finished:
                     finished.add(run_id)
                     self.records.append(entry)
+            elif entry.get("event") == EPOCH:
+                self.epochs.setdefault(run_id, []).append(entry)
             elif entry.get("event") == DISPATCHED:
                 previous = self.dispatched.get(run_id)
                 if previous is not None and previous.get("params") != entry.get("params"):

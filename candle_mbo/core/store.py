@@ -45,11 +45,15 @@ log = logging.getLogger("candle_mbo.store")
 _FAULT = os.environ.get("CANDLE_MBO_INJECT_FAULT", "")
 _SLOW_WRITE = float(_FAULT.split(":")[1]) if _FAULT.startswith("slow-write:") else 0.0
 
-FIXED_COLUMNS = ("run_id", "status", "objective", "duration_s", "worker", "started", "finished")
+FIXED_COLUMNS = ("run_id", "status", "objective", "duration_s", "worker", "started", "finished", "objective_source",
+                 "epochs")
 ERROR_COLUMN = "error"
 # What a job creates before its first setting is written; a folder holding only these (and nothing run)
 # is a half-created experiment that a fresh start may take over.
 SCAFFOLDING = (".lock", "inputs", "logs", "runs", "scratch", "results.jsonl", "results.csv")
+# Files a job writes besides the scaffolding: an existing --output holding one of them is not taken over.
+OUTPUT_FILES = ("results.csv", "best.json", "report.html", "mbo_settings.json", "mlrmbo_opt_path.rds",
+                "convergence.png", "params.png", "learning_curves.png", "timeline.png")
 _UNSAFE_ID = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -118,20 +122,37 @@ class Experiment:
         """Validate the directory for a new or resumed experiment without changing anything."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise UsageError("--output %s is a file, not a directory" % self.path)
-        existing = os.path.isdir(self.path) and not self.half_created() and os.listdir(self.path)
         if self.resume:
             if not os.path.isfile(self.file("experiment.yaml")):
                 raise UsageError("--resume: %s holds no experiment (no experiment.yaml); "
                                  "start it without --resume" % self.path)
-        elif existing:
-            what = "an experiment" if os.path.exists(self.file("results.jsonl")) else "files"
-            raise UsageError("--output %s already holds %s; add --resume to continue it, or choose an empty "
-                             "or new directory" % (self.path, what))
+        elif os.path.isdir(self.path) and not self.half_created():
+            problem = self.foreign_content()
+            if problem:
+                advice = "add --resume to continue it, or choose" if problem.startswith("an experiment") else "choose"
+                raise UsageError("--output %s already holds %s; %s another directory (a folder holding other "
+                                 "files, such as data staged for the job, is fine)" % (self.path, problem, advice))
         parent = self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
         while parent and not os.path.exists(parent):
             parent = os.path.dirname(parent)
         if parent and not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError("--output %s is not writable (no write permission on %s)" % (self.path, parent))
+
+    def foreign_content(self):
+        """What in an existing folder a new experiment would mix with or overwrite (another experiment's
+        journal or settings, its results, run folders), as words; None when there is nothing such (the
+        folder may hold anything else: data staged for the job, a job script)."""
+        if os.path.isfile(self.file("experiment.yaml")):
+            return "an experiment (experiment.yaml)"
+        if os.path.isfile(self.file("results.jsonl")) and os.path.getsize(self.file("results.jsonl")):
+            return "another experiment's journal (results.jsonl)"
+        runs = sorted(os.listdir(self.file("runs"))) if os.path.isdir(self.file("runs")) else []
+        if runs:
+            return "run folders (runs/%s%s)" % (", runs/".join(runs[:3]), ", ..." if len(runs) > 3 else "")
+        ours = [n for n in OUTPUT_FILES if os.path.exists(self.file(n))]
+        if ours:
+            return "the output files of an earlier job (%s)" % ", ".join(ours)
+        return None
 
     def half_created(self):
         """True when the folder holds nothing but what a job creates before its settings (killed at birth):
@@ -241,7 +262,7 @@ class Experiment:
     def _csv_row(self, record):
         get = record.get
         row = [get("run_id"), get("status"), _cell(get("objective")), get("duration_s"), get("worker"),
-               _iso(get("started")), _iso(get("finished"))]
+               _iso(get("started")), _iso(get("finished")), get("objective_source") or "", _cell(get("epochs"))]
         row += [_cell(get(c)) for c in self.extra_columns]
         row.append(get("error") or "")
         params = get("params") or {}

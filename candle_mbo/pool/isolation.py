@@ -16,11 +16,21 @@ A death is seen from the process, not from the pipe: the supervisor waits on a p
 well as on its pipe, because a child the run forked may hold the pipe open after the runner died. The
 runner's own pipe descriptors are close-on-exec, so programs the model runs never inherit them.
 
-Wire protocol on two pipes (length-prefixed pickles), supervisor -> runner: ``("run", task)``,
-``("runs", [task, ...])`` (a chunk of short runs, run in order), ``("describe", None)`` or ``("stop",
-None)``; runner -> supervisor: ``("ready", info)``, ``("error", message)`` when the model cannot be loaded,
-``("described", description)`` and one ``("result", record)`` per run as it finishes (so a crash or
-timeout inside a chunk costs only the run it hit; the rest of the chunk goes to a fresh runner).
+Wire protocol on two pipes (length-prefixed pickles)::
+
+    supervisor -> runner   ("run", task) | ("runs", [task, ...])   one task, or a chunk of short ones, in order
+    supervisor -> runner   ("describe", None) | ("stop", None)
+    runner -> supervisor   ("ready", info) | ("error", message)     the model is imported (or cannot be)
+    runner -> supervisor   ("described", description)
+    runner -> supervisor   ("epoch", report)      an epoch report of the run in progress (candle_mbo.epochs)
+    supervisor -> runner   ("answer", answer)     the dispatcher's answer to a report that waits for one
+    runner -> supervisor   ("result", record)     one per run as it finishes (so a crash or timeout inside
+                                                  a chunk costs only the run it hit; the rest of the chunk
+                                                  goes to a fresh runner)
+
+A report waits for its answer only when the dispatcher answers reports (``await_answers``: early
+discarding), and never longer than ``ANSWER_TIMEOUT_S``; answers match reports by run id and sequence
+number, so a late answer is dropped.
 """
 
 import collections
@@ -52,6 +62,8 @@ LOAD_TIMEOUT_S = float(os.environ.get("CANDLE_MBO_LOAD_TIMEOUT", 1800))
 # Variables that would make a runner (or a model that imports mpi4py) join the parent's MPI job.
 _MPI_ENV_PREFIXES = ("OMPI_COMM_WORLD", "OMPI_MCA_ess", "OMPI_MCA_orte", "OMPI_MCA_pmix", "PMIX_", "PMI_")
 _PR_SET_PDEATHSIG = 1
+# The longest a run waits for the dispatcher's answer to an epoch report before it trains on.
+ANSWER_TIMEOUT_S = float(os.environ.get("CANDLE_MBO_ANSWER_TIMEOUT", 60))
 
 
 class RunnerStartError(RuntimeError):
@@ -145,7 +157,7 @@ def runner_main(read_fd, write_fd, parent_pid):
     config = receive_message(read_fd)
     _apply_memory_limit(config.get("memory_limit_mb"))
     try:
-        runner = Runner.from_config(config, fd_capture=True)
+        runner = Runner.from_config(config, fd_capture=True, reporter=_PipeReporter(read_fd, write_fd))
     except Exception as exc:  # noqa: BLE001 - reported to the supervisor as a message
         send_message(write_fd, ("error", str(exc)))
         return 1
@@ -157,6 +169,8 @@ def runner_main(read_fd, write_fd, parent_pid):
             return 0
         if kind == "stop":
             return 0
+        if kind == "answer":
+            continue  # to a report of a run that has ended meanwhile
         if kind == "run":
             send_message(write_fd, ("result", runner.run(payload)))
         elif kind == "runs":
@@ -168,6 +182,32 @@ def runner_main(read_fd, write_fd, parent_pid):
             except BaseException as exc:  # noqa: BLE001 - reported as bad input by the caller
                 send_message(write_fd, ("error", "initialize_parameters() of %s failed: %s"
                                         % (config["model"], _one_line(exc))))
+
+
+class _PipeReporter:
+    """The runner's end of the epoch channel: a report goes up the pipe; an answer, if one is awaited, comes
+    down it (see the module docstring)."""
+
+    def __init__(self, read_fd, write_fd):
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+
+    def __call__(self, report, wait):
+        send_message(self.write_fd, ("epoch", report))
+        if not wait:
+            return None
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        while True:
+            ready, _, _ = select.select([self.read_fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                print("[candle_mbo] no answer to the report of epoch %s within %g s; training goes on"
+                      % (report["epoch"], ANSWER_TIMEOUT_S), file=sys.stderr, flush=True)
+                return None
+            kind, payload = receive_message(self.read_fd)
+            if kind == "stop":
+                os._exit(0)  # the worker is closing this runner
+            if kind == "answer" and payload.get("run_id") == report["run_id"] and payload.get("seq") == report["seq"]:
+                return payload
 
 
 def child_environment(extra=None):
@@ -198,6 +238,8 @@ class IsolatedRunner:
 
     def __init__(self, config, env=None, log_path=None, timeout=None):
         self.config = dict(config)
+        if log_path and not self.config.get("output_log"):
+            self.config["output_log"] = log_path  # where runs without a folder print (--objective-regex reads it)
         self.env = child_environment(env)
         self.log_path = log_path
         self.timeout = timeout if timeout and timeout > 0 else None
@@ -206,6 +248,7 @@ class IsolatedRunner:
         self._pending = collections.deque()  # tasks submitted and not finished, the first one running
         self._run_started = None
         self.restarts = 0
+        self.reports = []  # epoch reports received and not yet taken (take_reports)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self):
@@ -307,8 +350,20 @@ class IsolatedRunner:
         with contextlib.suppress(BrokenPipeError):  # a dead runner: poll sees it
             send_message(self._to_child, message)
 
+    def take_reports(self):
+        """The epoch reports received since the last call (to forward to the dispatcher)."""
+        reports, self.reports = self.reports, []
+        return reports
+
+    def answer(self, answer):
+        """Pass the dispatcher's answer to an epoch report on to the run (dropped if the runner is gone)."""
+        if self.process is not None and self._pending and self._pending[0]["run_id"] == answer.get("run_id"):
+            with contextlib.suppress(OSError):
+                send_message(self._to_child, ("answer", answer))
+
     def poll(self, timeout=0.0):
-        """Records of the tasks that finished within ``timeout`` s (returns as soon as one did).
+        """Records of the tasks that finished within ``timeout`` s (returns as soon as one did, or as soon as
+        an epoch report arrived: see ``take_reports``).
 
         A run past its timeout is killed and recorded as ``timeout``; a dead runner's current run is
         ``crashed``. The tasks after it go to a fresh runner, started by the next call (so that records
@@ -321,20 +376,23 @@ class IsolatedRunner:
                 if records:
                     break
                 self._send_pending()
-            event, record = self._wait(0.0 if records else deadline - time.monotonic())
+            event, record = self._wait(0.0 if records or self.reports else deadline - time.monotonic())
+            if event == "epoch":
+                self.reports.append(record)
+                continue
             if event == "result":
                 self._pending.popleft()
                 records.append(record)
                 self._run_started = time.time()
             elif event in ("died", "timeout"):
                 records.append(self._lost_run(self._pending.popleft(), timed_out=event == "timeout"))
-            elif records or time.monotonic() >= deadline:
+            elif records or self.reports or time.monotonic() >= deadline:
                 break
         return records
 
     def _wait(self, timeout):
-        """Wait up to ``timeout`` s for news of the current run: ``("result", record)``, ``("died", None)``,
-        ``("timeout", None)`` (the runner was killed) or ``(None, None)``."""
+        """Wait up to ``timeout`` s for news of the current run: ``("result", record)``, ``("epoch", report)``,
+        ``("died", None)``, ``("timeout", None)`` (the runner was killed) or ``(None, None)``."""
         poller = select.poll()
         poller.register(self._from_child, select.POLLIN | select.POLLHUP | select.POLLERR)
         if self._pidfd is not None:
@@ -354,7 +412,7 @@ class IsolatedRunner:
                 kind, payload = receive_message(self._from_child)
             except EOFError:
                 return "died", None
-            return (kind, payload) if kind == "result" else (None, None)
+            return (kind, payload) if kind in ("result", "epoch") else (None, None)
         if pipe or self._pidfd in events or (self._pidfd is None and self.process.poll() is not None):
             return "died", None
         if self.timeout is not None and time.time() - self._run_started >= self.timeout:
@@ -381,6 +439,7 @@ class IsolatedRunner:
         records = []
         while self.busy:
             records += self.poll(timeout=3600.0)
+            self.reports.clear()  # nobody to forward them to
         return records
 
     def _lost_run(self, task, timed_out):

@@ -16,6 +16,9 @@ Rules:
   worker, so that the last tasks still spread over every worker).
 - A worker that cannot load the model (``error``) or whose runner cannot be restarted (``retire``) is
   left out; its tasks go back to the queue. Every worker, left out or not, gets the final stop.
+- Epoch reports of a run come from the worker that runs it; they wait in ``reports`` for the dispatcher
+  (``take_reports``), which may answer one (``answer``). A report about a run the sender does not run is
+  dropped.
 """
 
 import collections
@@ -72,6 +75,7 @@ class Pool:
         self.recent = collections.deque(maxlen=self.WINDOW)  # durations of the last runs
         self.mean_duration = None
         self.routes = {}  # rank -> handler(message) for ranks that are not workers (optimizer ranks)
+        self.reports = []  # epoch reports received, for the dispatcher (take_reports)
         self.started = False
         self.closed = False
         self._backoff = Backoff()
@@ -163,8 +167,19 @@ class Pool:
         self.queue.clear()
         return dropped
 
+    def take_reports(self):
+        """The epoch reports received since the last call, in arrival order (each has ``worker``)."""
+        reports, self.reports = self.reports, []
+        return reports
+
+    def answer(self, report, answer):
+        """Send the answer to an epoch report (``{"stop": bool, "reason": str}``) to the worker running it."""
+        message = dict(answer, run_id=report["run_id"], seq=report["seq"])
+        self.link.send(report["worker"], ("answer", message))
+
     def poll(self, timeout=0.0):
-        """Return the results that arrived (possibly none) within ``timeout`` s; at least one ends the wait."""
+        """Return the results that arrived (possibly none) within ``timeout`` s; at least one result, or an
+        epoch report (see ``take_reports``), ends the wait."""
         deadline = time.monotonic() + timeout
         results = []
         while True:
@@ -173,7 +188,7 @@ class Pool:
                 results += self._handle(*received)
                 received = self.link.poll()
             self._rebalance()
-            if results:
+            if results or self.reports:
                 self._backoff.reset()
                 return results
             remaining = deadline - time.monotonic()
@@ -291,6 +306,14 @@ class Pool:
             worker.revoking = False
             self._requeue(payload)
             self._dispatch()
+        elif kind == "epochs":
+            for report in payload:
+                if self.owner.get(report.get("run_id")) == rank:
+                    report["worker"] = rank
+                    self.reports.append(report)
+                else:
+                    log.debug("dropped an epoch report of %s from worker %d, which does not run it",
+                              report.get("run_id"), rank)
         elif kind in ("result", "results"):
             records = [payload] if kind == "result" else payload
             records = [r for r in records if self._finish(rank, r)]

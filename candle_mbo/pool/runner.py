@@ -22,11 +22,14 @@ import threading
 import time
 import traceback
 
+from .. import epochs
 from ..candle_api import _benchmark
 from .._fileio import write_json_atomic, write_json_fast
-from ..status import CRASHED, FAILED, OK, TIMEOUT  # noqa: F401 - re-exported for callers
+from ..status import CRASHED, FAILED, OK, PRUNED, TIMEOUT  # noqa: F401 - re-exported for callers
+from . import candle_lib_hooks
+from .objective import REDUCTIONS, explain_missing, find_objective, objective_from, read_tail  # noqa: F401
 
-REDUCTIONS = ("last", "min", "max")
+WORKDIRS = ("run", "model")
 
 
 class ModelError(Exception):
@@ -106,90 +109,6 @@ def load_model(spec):
 def _one_line(exc):
     text = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
     return " ".join(text.split())[:500]
-
-
-def objective_from(returned, key="val_loss", reduction="last"):
-    """Read the objective from what run() returned.
-
-    Accepts a Keras-History-like object (``.history`` dict), a dict of lists, a dict of scalars, a plain
-    number, or CANDLE's ``(val_scores, infer_scores)`` tuple. Returns ``(objective, history, extra)``;
-    objective is None when run() returned None. Raises ValueError with a message for the user otherwise.
-
-    Non-finite values (NaN, +-Inf: a diverged epoch) follow one rule. With ``min`` or ``max`` the
-    reduction runs over the finite epochs only (a NaN in epoch 3 neither wins nor hides epoch 5); the
-    run fails when no epoch is finite. With ``last`` the last epoch is the objective, so a non-finite
-    last epoch fails the run (the model as trained is diverged, whatever earlier epochs reached). A
-    single number (or a dict of scalars) that is not finite fails the run.
-    """
-    extra = None
-    if returned is None:
-        return None, None, None
-    if isinstance(returned, tuple) and len(returned) == 2 and not _is_number(returned[0]):
-        returned, extra = returned
-    history = getattr(returned, "history", None)
-    if isinstance(history, dict):
-        returned = history
-    if _is_number(returned):
-        return _finite(_to_float(returned), "run() returned"), None, _plain(extra)
-    if not isinstance(returned, dict):
-        raise ValueError("run() returned %s, which holds no objective; return a Keras History, a dict such as "
-                         "{'%s': [...]}, or a number" % (type(returned).__name__, key))
-    history = {str(k): _as_list(v) for k, v in returned.items()}
-    if key not in history:
-        raise ValueError("the history has no '%s' (it has: %s); choose one with --objective"
-                         % (key, ", ".join(sorted(history)) or "nothing"))
-    values = [v for v in history[key] if v is not None]
-    if not values:
-        raise ValueError("the history's '%s' is empty" % key)
-    numbers = []
-    for value in values:
-        if not _is_number(value):
-            raise ValueError("the history's '%s' holds %r, not a number" % (key, value))
-        numbers.append(_to_float(value))
-    return _reduce(numbers, key, reduction), history, _plain(extra)
-
-
-def _reduce(numbers, key, reduction):
-    """The objective from a history's values by the rule of objective_from's docstring."""
-    if reduction == "last":
-        return _finite(numbers[-1], "the last '%s' (epoch %d of %d)" % (key, len(numbers), len(numbers)))
-    if reduction not in ("min", "max"):
-        raise ValueError("unknown reduction %r; choose one of %s" % (reduction, ", ".join(REDUCTIONS)))
-    finite = [v for v in numbers if math.isfinite(v)]
-    if not finite:
-        raise ValueError("every '%s' value is non-finite (%s), no %s to take"
-                         % (key, ", ".join(sorted({str(v) for v in numbers})), reduction))
-    return min(finite) if reduction == "min" else max(finite)
-
-
-def _finite(value, what):
-    if not math.isfinite(value):
-        raise ValueError("%s is %s, not a finite number" % (what, value))
-    return value
-
-
-def _is_number(value):
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    shape = getattr(value, "shape", None)
-    if shape is not None and tuple(shape) in ((), (1,)) and hasattr(value, "__float__"):
-        return True
-    return False
-
-
-def _to_float(value):
-    return float(value.item() if hasattr(value, "item") else value)
-
-
-def _as_list(value):
-    """A history entry as a list of Python numbers (NaN kept: the caller judges it)."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if not isinstance(value, (list, tuple)):
-        value = [value]
-    return [_to_float(v) if _is_number(v) else v for v in value]
 
 
 def _plain(value):
@@ -330,17 +249,26 @@ class _OutputCapture:
 class Runner:
     """Runs parameter sets through a CANDLE benchmark module imported once.
 
-    ``objective``/``reduction`` say which history entry is the objective; ``require_objective`` turns a
-    run() returning None into a failure (HPO needs a number; UPF does not). ``default_model`` names a
-    defaults file to use instead of the benchmark's own. ``fd_capture`` redirects the process' file
-    descriptors 1 and 2 into each run's model.log (right in a dedicated runner process, wrong in a
-    process that has other output to keep).
+    ``objective``/``reduction`` say which metric is the objective and which of its values counts;
+    ``require_objective`` turns a run that yields none into a failure (HPO needs a number; UPF does not).
+    Where the objective is found is :mod:`candle_mbo.pool.objective`'s business (``objective_file`` and
+    ``objective_regex`` are two of its sources). ``default_model`` names a defaults file to use instead of
+    the benchmark's own. ``fd_capture`` redirects the process' file descriptors 1 and 2 into each run's
+    model.log (right in a dedicated runner process, wrong in a process that has other output to keep).
+    ``workdir``: ``run`` (each run executes in its own folder) or ``model`` (in the model file's folder,
+    for benchmarks that open paths relative to it). ``reporter``: how the run's epoch reports leave this
+    process (``send(report, wait)``, see :mod:`candle_mbo.epochs`); ``await_answers``: whether the
+    dispatcher answers them (early discarding).
     """
 
     def __init__(self, model, objective="val_loss", reduction="last", require_objective=False,
-                 default_model=None, experiment_id="EXP000", fd_capture=False, scratch_dir=None, run_log=None):
+                 default_model=None, experiment_id="EXP000", fd_capture=False, scratch_dir=None, run_log=None,
+                 objective_file=None, objective_regex=None, workdir="run", reporter=None, await_answers=False,
+                 output_log=None):
         if reduction not in REDUCTIONS:
             raise ValueError("unknown reduction %r; choose one of %s" % (reduction, ", ".join(REDUCTIONS)))
+        if workdir not in WORKDIRS:
+            raise ValueError("unknown workdir %r; choose one of %s" % (workdir, ", ".join(WORKDIRS)))
         self.model_spec = model
         self.module = load_model(model)
         self.objective = objective
@@ -352,16 +280,31 @@ class Runner:
         self._capture = _OutputCapture(fd_capture)
         self.scratch_dir = os.path.abspath(scratch_dir or os.path.join(tempfile.gettempdir(), "candle-mbo-scratch"))
         self.run_log = run_log
+        self.output_log = output_log or run_log  # where a run's output goes without a run folder
+        self.objective_file = objective_file
+        self.objective_regex = objective_regex
+        self.workdir = workdir
+        self.reporter = reporter
+        self.await_answers = bool(await_answers and reporter is not None)
         self._shared_log = None
         self._accepts_default_model = _accepts_keyword(self.module.initialize_parameters, "default_model")
 
     @classmethod
-    def from_config(cls, config, fd_capture=False):
-        """A Runner from the settings the master sends to workers (see workflow.runner_config)."""
+    def from_config(cls, config, fd_capture=False, reporter=None):
+        """A Runner from the settings the master sends to workers (see job.runner_config)."""
         return cls(config["model"], objective=config["objective"], reduction=config["reduction"],
                    require_objective=config["require_objective"], default_model=config.get("default_model"),
                    experiment_id=config.get("experiment_id", "EXP000"), fd_capture=fd_capture,
-                   scratch_dir=config.get("scratch_dir"), run_log=config.get("run_log"))
+                   scratch_dir=config.get("scratch_dir"), run_log=config.get("run_log"),
+                   objective_file=config.get("objective_file"), objective_regex=config.get("objective_regex"),
+                   workdir=config.get("workdir") or "run", reporter=reporter,
+                   await_answers=config.get("await_answers", False), output_log=config.get("output_log"))
+
+    @property
+    def model_dir(self):
+        """The folder of the model's file (where ``--workdir model`` runs it)."""
+        path = getattr(self.module, "__file__", None)
+        return os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
 
     def describe(self):
         """The benchmark's resolved default parameters and definitions, without running it."""
@@ -419,13 +362,16 @@ class Runner:
                 pass  # a rerun (resume) writes over the old files
             except FileNotFoundError:
                 os.makedirs(run_dir, exist_ok=True)
-            output = self._capture.to(os.path.join(run_dir, "model.log"))
+            log_path = os.path.join(run_dir, "model.log")
+            output = self._capture.to(log_path)
         else:
+            log_path = self.output_log
             output = self._shared_output(run_id)
         started = time.time()
         record = {"run_id": run_id, "status": FAILED, "objective": None, "started": started}
         with output as log:
-            history, extra = self._execute(task, run_id, run_dir, record, log)
+            where = _OutputPlace(log_path, log)
+            history, extra = self._execute(task, run_id, run_dir, record, log, where)
         finished = time.time()
         record.update(finished=finished, duration_s=round(finished - started, 6))
         if history:
@@ -440,16 +386,17 @@ class Runner:
                 record["infer_scores"] = _plain(extra)
         return record
 
-    def _execute(self, task, run_id, run_dir, record, log):
-        """Resolve the parameters as CANDLE does, call run(), read the objective into ``record``."""
+    def _execute(self, task, run_id, run_dir, record, log, where):
+        """Resolve the parameters as CANDLE does, call run(), find the objective (into ``record``)."""
         history = extra = None
         output_dir = run_dir or self.scratch_dir
         overrides = dict(task.get("params") or {})
         overrides.update(output_dir=output_dir, run_id=run_id, experiment_id=self.experiment_id)
         saved_argv, saved_cwd = sys.argv, os.getcwd()
+        channel = None
         try:
             sys.argv = [self._argv0()]
-            os.chdir(output_dir)
+            os.chdir(self.model_dir if self.workdir == "model" else output_dir)
             with _benchmark.run_context(overrides, config_file=self.default_model) as context:
                 params = self._initialize()
                 if not isinstance(params, dict):
@@ -461,16 +408,28 @@ class Runner:
                         "run parameter ")
             if run_dir:
                 write_json_fast(os.path.join(run_dir, "params.json"), plain_params(params))
-            returned = self.module.run(params)
-            objective, history, extra = objective_from(returned, self.objective, self.reduction)
-            if objective is None and self.require_objective:
-                raise ValueError("run() returned None; this workflow needs an objective ('%s')" % self.objective)
-            record["status"] = OK
+            candle_lib_hooks.install()
+            pruned = False
+            with epochs.open_channel(run_id, self.objective, self.reporter, self.await_answers) as channel:
+                try:
+                    returned = self.module.run(params)
+                except epochs.RunPruned:
+                    returned, pruned = None, True
+            pruned = pruned or channel.stop is not None
+            curve = channel.curve()
+            sources = dict(output_dir=output_dir, started=record["started"], scores_file=self.objective_file,
+                           curve=curve, output=where.text, regex=self.objective_regex)
+            objective, source, history, extra = find_objective(returned, self.objective, self.reduction, **sources)
+            if objective is None and self.require_objective and not pruned:
+                raise ValueError(explain_missing(self.objective, **sources))
+            record["status"] = PRUNED if pruned else OK
             record["objective"] = objective
+            if source is not None:
+                record["objective_source"] = source
         except BaseException as exc:  # noqa: BLE001 - a failed run is data, never a crash of the runner
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            record["error"] = _one_line(exc)
+            record["error"] = _one_line(exc) + _path_hint(exc, self)
             if isinstance(exc, SystemExit):
                 record["error"] = "the model called sys.exit(%s)" % (exc.code,)
             traceback.print_exc(file=log)
@@ -478,6 +437,12 @@ class Runner:
             sys.argv = saved_argv
             with contextlib.suppress(OSError):
                 os.chdir(saved_cwd)
+        if channel is not None and channel.reports:
+            if history is None:
+                history = channel.curve()  # the learning curve of a run that returned none
+            record["epochs"] = channel.last_epoch
+        elif history and history.get(self.objective):
+            record["epochs"] = len(history[self.objective])
         return history, extra
 
     @contextlib.contextmanager
@@ -514,6 +479,40 @@ def write_run_result(run_dir, record, history=None, extra=None, atomic=False):
     if extra is not None:
         result["infer_scores"] = _plain(extra)
     (write_json_atomic if atomic else write_json_fast)(os.path.join(run_dir, "result.json"), result)
+
+
+class _OutputPlace:
+    """Where a run's output goes, so that its text can be read back for ``--objective-regex`` (only then)."""
+
+    def __init__(self, path, stream):
+        self.path = path
+        self.stream = stream
+        self.offset = _size(path)
+
+    def text(self):
+        _flush_streams()
+        with contextlib.suppress(Exception):
+            self.stream.flush()
+        return read_tail(self.path, self.offset) if self.path else ""
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def _path_hint(exc, runner):
+    """For a file not found under a relative path: the folder it was resolved against, and what to try."""
+    name = getattr(exc, "filename", None)
+    if not isinstance(exc, OSError) or not name or os.path.isabs(os.fsdecode(name)):
+        return ""
+    here = os.getcwd()
+    if runner.workdir == "run":
+        return (" (the relative path %r was resolved against the run folder %s; a benchmark that opens files "
+                "relative to its own folder needs --workdir model)" % (os.fsdecode(name), here))
+    return " (the relative path %r was resolved against the model's folder %s)" % (os.fsdecode(name), here)
 
 
 def _implied_definition(name, current):

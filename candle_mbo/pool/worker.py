@@ -7,6 +7,10 @@ Protocol with the dispatcher (pickled tuples; the dispatcher's side is :mod:`can
     worker -> dispatcher  ("ready", info) | ("error", message)   the model is imported (or cannot be)
     dispatcher -> worker  ("run", task) | ("runs", [task, ...])  one task, or a chunk of short ones
     worker -> dispatcher  ("result", record) | ("results", [record, ...])   one reply per task message
+    worker -> dispatcher  ("epochs", [report, ...])   epoch reports of the run in progress, as they come
+                                                      (always before that run's result)
+    dispatcher -> worker  ("answer", answer)          the answer to a report that waits for one: passed on
+                                                      to the run ({"run_id", "seq", "stop", "reason"})
     dispatcher -> worker  ("revoke", [run_id, ...])   give back queued tasks not started yet
     worker -> dispatcher  ("revoked", [run_id, ...])  the ones it gave back (maybe none)
     worker -> dispatcher  ("retire", {"reason", "unrun"})   the runner cannot be restarted: the worker
@@ -49,14 +53,15 @@ class InProcessExecutor:
 
     The timeout is enforced with SIGALRM, which interrupts Python code only: a run stuck in C code
     or ignoring exceptions cannot be stopped. Use the default isolation when that matters. Runs are
-    synchronous: messages that arrive during a run are read after it.
+    synchronous: messages that arrive during a run are read after it (an answer to an epoch report is
+    waited for by ``reporter``).
     """
 
-    def __init__(self, config, env, fd_capture, timeout):
+    def __init__(self, config, env, fd_capture, timeout, reporter=None):
         from .runner import Runner
 
         os.environ.update(env)
-        self.runner = Runner.from_config(config, fd_capture=fd_capture)
+        self.runner = Runner.from_config(config, fd_capture=fd_capture, reporter=reporter)
         self.timeout = timeout if timeout and timeout > 0 else None
         self.use_alarm = self.timeout and threading.current_thread() is threading.main_thread()
         if self.timeout and not self.use_alarm:
@@ -101,6 +106,12 @@ class InProcessExecutor:
         tasks, self._tasks = self._tasks, []
         return tasks
 
+    def take_reports(self):
+        return []  # sent by the reporter as they happen
+
+    def answer(self, answer):
+        pass  # the reporter waits for its answers itself
+
     def close(self):
         pass
 
@@ -109,8 +120,9 @@ class _RunTimeout(BaseException):
     """Raised into a run by SIGALRM (a BaseException so that user code's `except Exception` lets it by)."""
 
 
-def make_executor(settings, rank, in_process_link):
-    """The executor of this worker: an isolated runner (default) or the model in this process."""
+def make_executor(settings, rank, in_process_link, reporter=None):
+    """The executor of this worker: an isolated runner (default) or the model in this process (whose epoch
+    reports leave through ``reporter``)."""
     config = dict(settings["runner"])
     env = settings.get("env") or {}
     log_dir = settings.get("log_dir")
@@ -124,7 +136,8 @@ def make_executor(settings, rank, in_process_link):
         if not isolated and log_dir:
             config["run_log"] = os.path.join(log_dir, "worker-%d.log" % rank)
     if not isolated:
-        return InProcessExecutor(config, env, fd_capture=not in_process_link, timeout=settings.get("timeout"))
+        return InProcessExecutor(config, env, fd_capture=not in_process_link, timeout=settings.get("timeout"),
+                                 reporter=reporter)
     executor = IsolatedRunner(config, env=env, log_path=log_path, timeout=settings.get("timeout"))
     executor.ensure_started()
     return executor
@@ -169,6 +182,7 @@ class _WorkerState:
         self.current = None  # [kind, records so far] of the task message in progress
         self.grace = 0.0
         self.stopped = False
+        self.deferred = collections.deque()  # messages that came while an in-process run waited for an answer
 
     def send(self, message):
         self.link.send(self.master, message)
@@ -181,17 +195,42 @@ class _WorkerState:
             self.signals.install(early_signal)
         self.grace = float(settings.get("grace") or 0)
         try:
-            self.executor = make_executor(settings, self.rank, self.in_process)
+            self.executor = make_executor(settings, self.rank, self.in_process, reporter=self._report_in_process)
         except Exception as exc:  # noqa: BLE001 - the dispatcher decides what a broken worker means
             self.send(("error", "%s (rank %d on %s)" % (exc, self.rank, self.host)))
         else:
             self.send(("ready", {"host": self.host, "pid": os.getpid()}))
         self.signals.executor = self.executor
 
+    def _report_in_process(self, report, wait):
+        """The epoch channel of a run in this very process (``--isolation none``): send the report, and wait
+        for its answer when one is due, keeping any other message for after the run."""
+        self.send(("epochs", [report]))
+        if not wait:
+            return None
+        from .isolation import ANSWER_TIMEOUT_S
+
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
+        backoff = Backoff()
+        while time.monotonic() < deadline:
+            received = self.link.wait(deadline - time.monotonic(), backoff, source=self.master)
+            if received is None:
+                break
+            kind, payload = received[1]
+            if kind == "answer" and payload.get("run_id") == report["run_id"] and payload.get("seq") == report["seq"]:
+                return payload
+            if kind != "answer":
+                self.deferred.append(received[1])
+        return None
+
     def handle(self, message):
         kind, payload = message
         self.backoff.reset()
-        if kind in ("run", "runs"):
+        if kind == "answer":
+            if self.executor is not None:
+                self.executor.answer(payload)
+            self.busy_backoff.reset()  # the run may be waiting for it: look at it again soon
+        elif kind in ("run", "runs"):
             self.queued.append([payload] if kind == "run" else list(payload))
         elif kind == "revoke":
             wanted = set(payload)
@@ -224,6 +263,9 @@ class _WorkerState:
 
     def step(self):
         """One turn of the loop: a message, progress of the run, the next task, or a short sleep."""
+        if self.deferred:
+            self.handle(self.deferred.popleft())
+            return
         received = self.link.poll(self.master)
         if received is not None:
             self.handle(received[1])
@@ -242,6 +284,10 @@ class _WorkerState:
             except RunnerRetired as exc:
                 self.retire(str(exc), exc.unrun)
                 return
+            reports = executor.take_reports()
+            if reports:  # before the run's result: the journal keeps a run's curve ahead of its record
+                self.send(("epochs", reports))
+                self.busy_backoff.reset()  # an answer may be due: look for it again soon
             if records:
                 for record in records:
                     record["worker"], record["host"] = self.rank, self.host

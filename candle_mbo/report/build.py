@@ -84,6 +84,7 @@ class Data:
         settings = self.meta.get("settings")
         self.settings = settings if isinstance(settings, dict) else {}
         self.records = read_records(os.path.join(self.path, "results.jsonl"))
+        self.epoch_curves = read_epoch_curves(os.path.join(self.path, "results.jsonl"))
         self.records.sort(key=lambda r: _float(r.get("finished"), math.inf))
         kind = self.meta.get("kind") or self.settings.get("kind")
         if kind not in ("hpo", "upf"):
@@ -131,19 +132,48 @@ class Data:
 
     def histories(self, key=None):
         """{run_id: per-epoch values of ``key`` (the objective)}: from each record's ``history``
-        (--no-run-dirs) or else runs/<run_id>/result.json; runs without one are left out."""
+        (--no-run-dirs) or else runs/<run_id>/result.json, else the run's epoch reports in the journal;
+        runs without any are left out."""
         key = key or self.objective_name
         out = {}
         for record in self.records:
             history = record.get("history")
             if not isinstance(history, dict):
                 history = _read_history(os.path.join(self.path, "runs", record["run_id"], "result.json"))
+            if not isinstance(history, dict) or not history.get(key):
+                history = self.epoch_curves.get(record["run_id"], history)
             values = history.get(key) if isinstance(history, dict) else None
             if isinstance(values, list) and values:
                 out[record["run_id"]] = values
             elif _float(values) is not None:
                 out[record["run_id"]] = [values]
         return out
+
+
+def read_epoch_curves(path):
+    """{run_id: {metric: [value per epoch]}} from the journal's epoch events (the last report of an epoch
+    counts; an epoch without the metric is None). Unreadable lines are skipped: read_records judges them."""
+    by_run = {}
+    try:
+        with open(path, "rb") as handle:
+            for raw in handle:
+                if b'"epoch"' not in raw:
+                    continue
+                try:
+                    entry = json.loads(raw.decode("utf-8"))
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if isinstance(entry, dict) and entry.get("event") == "epoch" and isinstance(entry.get("metrics"), dict):
+                    by_run.setdefault(str(entry.get("run_id")), {}).setdefault(entry.get("epoch"), {}).update(
+                        entry["metrics"])
+    except OSError:
+        return {}
+    curves = {}
+    for run_id, epochs in by_run.items():
+        order = sorted((e for e in epochs if _float(e) is not None), key=float)
+        names = {name for e in order for name in epochs[e]}
+        curves[run_id] = {name: [epochs[e].get(name) for e in order] for name in names}
+    return curves
 
 
 def _read_history(path):

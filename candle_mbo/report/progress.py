@@ -14,7 +14,7 @@ import sys
 import time
 
 from ..search.optimizer import origin
-from ..status import ALL, OK
+from ..status import ALL, OK, PRUNED
 
 #: A failure reason longer than this is shortened (at a word boundary) in progress lines and the summary;
 #: results.jsonl, results.csv and report.html keep it whole.
@@ -83,10 +83,13 @@ class Progress:
     When ok runs finish faster than ``max_lines_per_s``, their lines are merged into one line per
     interval (a 20,000-run UPF of quick runs would otherwise spend its time printing); the merged line
     says how many it stands for. A run that is not ok always gets a line of its own, with its reason.
+
+    Runs that report epochs (see candle_mbo.epochs) add how far the running ones are ("12 running, median
+    epoch 5/27") to each line, and a line of its own when nothing else was said for ``quiet_s`` seconds.
     """
 
     def __init__(self, total, objective_name="objective", maximize=False, done=0, quiet=False,
-                 logger=None, max_lines_per_s=20.0):
+                 logger=None, max_lines_per_s=20.0, quiet_s=60.0):
         self.total = total
         self.objective_name = objective_name
         self.maximize = maximize
@@ -101,6 +104,9 @@ class Progress:
         self.max_lines_per_s = max_lines_per_s
         self._last_line = 0.0
         self._skipped = 0
+        self.quiet_s = quiet_s
+        self.running = {}  # run_id -> (epochs reported so far, epochs planned or None), while it runs
+        self._last_said = time.time()
 
     def seed(self, records):
         """Account for records finished before a resume (they count toward best and totals)."""
@@ -115,9 +121,32 @@ class Progress:
             if self.best is None or (value > self.best if self.maximize else value < self.best):
                 self.best, self.best_id = value, record.get("run_id")
 
+    def epoch(self, run_id, epoch, planned=None):
+        """A running run reported ``epoch`` (of ``planned``)."""
+        self.running[run_id] = (epoch, planned)
+
+    def running_text(self):
+        """``12 running, median epoch 5/27`` for the runs that reported an epoch; '' when none did."""
+        if not self.running:
+            return ""
+        reached = sorted(e for e, _ in self.running.values())
+        planned = sorted(p for _, p in self.running.values() if p)
+        text = "%d running, median epoch %s" % (len(reached), _median_text(reached))
+        return text + ("/%s" % _median_text(planned) if planned else "")
+
+    def tick(self):
+        """A line on how the running runs go, when nothing was said for ``quiet_s`` seconds (long runs)."""
+        now = time.time()
+        if self.quiet or not self.running or now - self._last_said < self.quiet_s:
+            return
+        self._last_said = now
+        best = format_objective(self.best) + (" (%s)" % self.best_id if self.best_id else "")
+        self.log.info("[%*d/%d] %s | best %s", len(str(self.total)), self.done, self.total, self.running_text(), best)
+
     def update(self, record):
         self.done += 1
         self._account(record)
+        self.running.pop(record.get("run_id"), None)
         if self.quiet:
             return
         now = time.time()
@@ -125,7 +154,7 @@ class Progress:
         if ok and now - self._last_line < 1.0 / self.max_lines_per_s and self.done < self.total:
             self._skipped += 1
             return
-        self._last_line = now
+        self._last_line = self._last_said = now
         self.log.info(self._line(record, now))
 
     def _line(self, record, now):
@@ -137,19 +166,38 @@ class Progress:
         ok = record.get("status") == OK
         parts = ["[%*d/%d]" % (width, self.done, self.total), "%-7s" % record.get("status"),
                  str(record.get("run_id"))]
-        if ok:
+        if ok or record.get("status") == PRUNED:
             parts.append("%s %s" % (self.objective_name, format_objective(record.get("objective"))))
+        if record.get("status") == PRUNED:
+            parts.append(_pruned_text(record))
         line = " ".join(parts)
         line += " | best %s" % (format_objective(self.best) + (" (%s)" % self.best_id if self.best_id else ""))
         line += " | %.1f runs/min" % rate
         if eta is not None and self.done < self.total:
             line += " | ETA %s" % _duration(eta)
+        running = self.running_text()
+        if running:
+            line += " | " + running
         if ok and self._skipped:
             line += " | +%d more ok" % self._skipped
             self._skipped = 0
-        if not ok:
+        if not ok and record.get("status") != PRUNED:
             line += " | reason: %s" % shorten(reason(record))
         return line
+
+
+def _median_text(values):
+    middle = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+    return "%g" % middle
+
+
+def _pruned_text(record):
+    """``at epoch 3 (rung 3: 0.52 vs 0.41)`` for a pruned run, from its record."""
+    pruned = record.get("pruned") or {}
+    text = "at epoch %s" % record.get("epochs", pruned.get("epoch", "?"))
+    if pruned.get("reason"):
+        text += " (%s)" % pruned["reason"]
+    return text
 
 
 # -- utilization ---------------------------------------------------------------------------------
@@ -227,7 +275,8 @@ def summary(records, objective_name, maximize, start, wall_s, n_workers, experim
     counts = {status: 0 for status in ALL}
     for record in records:
         counts[record.get("status")] = counts.get(record.get("status"), 0) + 1
-    head = "summary: %d runs: %s" % (len(records), ", ".join("%d %s" % (counts[s], s) for s in counts))
+    shown = [s for s in counts if counts[s] or s != PRUNED]  # "pruned" only where early discarding was on
+    head = "summary: %d runs: %s" % (len(records), ", ".join("%d %s" % (counts[s], s) for s in shown))
     kinds = proposal_counts(records)
     if kinds:
         head += "; proposed: " + ", ".join("%d %s" % (n, kind + ("s" if n != 1 and kind.endswith("fallback")
