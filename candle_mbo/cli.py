@@ -23,7 +23,7 @@ import traceback
 import yaml
 
 from .errors import UsageError
-from .report.progress import setup_logging
+from .reporting.progress import setup_logging
 from .pool.ranks import Ranks
 
 log = logging.getLogger("candle_mbo")
@@ -115,6 +115,21 @@ def add_common_arguments(parser):
     group.add_argument("--allow-unknown-params", action="store_true",
                        help="accept parameter names the benchmark does not define even when they look like a "
                             "typo of one it does (default: refused, with the name it probably meant)")
+    group = parser.add_argument_group("early discarding (HPO; see the user guide)")
+    group.add_argument("--prune", default="none", choices=("none", "asha", "median"),
+                       help="stop runs that are clearly behind at an epoch report: asha (asynchronous successive "
+                            "halving: at rungs of R, R*eta, ... epochs a run goes on only in the best 1/eta), median "
+                            "(worse than the median of the others at the same epoch); needs a model that reports "
+                            "epochs (ckpt_epoch, CandleRemoteMonitor or candle_mbo.report()); default: none")
+    group.add_argument("--min-epochs", type=positive_int, default=1, metavar="R",
+                       help="the first rung (asha), or the epochs before any stop (median) (default: 1)")
+    group.add_argument("--eta", type=_whole_number(2, "must be a whole number of at least 2"), default=3,
+                       metavar="N", help="asha: rungs R*eta^k, and the best 1/eta go on (default: 3)")
+    group.add_argument("--fidelity", default="epochs", metavar="NAME",
+                       help="the parameter that says how many epochs a run trains (default: epochs)")
+    group.add_argument("--epoch-budget", type=nonnegative_int, default=0, metavar="E",
+                       help="start no new run once E epochs have been trained in all (running runs finish; "
+                            "default: 0, no limit)")
     group = parser.add_argument_group("workers")
     group.add_argument("--threads-per-worker", type=positive_int, metavar="N",
                        help="OMP_NUM_THREADS / NUM_INTRA_THREADS / NUM_INTER_THREADS of each worker "

@@ -28,7 +28,7 @@ from .errors import UsageError
 from .search.masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
 from .search.names import check_names
 from .search.mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES
-from .report.progress import format_objective
+from .reporting.progress import describe_epochs, epoch_usage, format_objective
 from .search.optimizer import small_budget_note
 from .core.sources import SearchSource
 from .pool.transport import Backoff
@@ -51,7 +51,8 @@ interrupted runs are journaled and run again first with --resume.
 
 # Settings a resumed experiment must keep.
 IDENTITY = ("kind", "model", "space", "default_model", "objective", "reduction", "maximize", "optimizer",
-            "learner", "crit", "profile", "mode", "lie", "seed", "design_size")
+            "learner", "crit", "profile", "mode", "lie", "seed", "design_size", "prune", "min_epochs", "eta",
+            "fidelity")
 
 
 def build_parser():
@@ -158,7 +159,9 @@ def run(args, ranks, context):
     settings = {"kind": "hpo", "entry": "candle_mbo", "model": args.model, "space": args.space,
                 "default_model": args.default_model, "objective": args.objective, "reduction": args.reduction,
                 "objective_file": args.objective_file, "objective_regex": args.objective_regex,
-                "workdir": args.workdir,
+                "workdir": args.workdir, "prune": args.prune, "min_epochs": args.min_epochs, "eta": args.eta,
+                "fidelity": args.fidelity, "epoch_budget": args.epoch_budget,
+                "planned_epochs": (description.get("params") or {}).get(args.fidelity),
                 "maximize": bool(args.maximize), "optimizer": args.optimizer, "learner": args.learner,
                 "crit": args.crit, "profile": profile, "mode": args.mode, "lie": args.lie, "seed": seed,
                 "budget": budget, "design_size": design_size, "propose_points": propose_points,
@@ -183,7 +186,8 @@ def run(args, ranks, context):
     try:
         remaining = budget - len(experiment.records)
         if remaining > 0:
-            pool = job.start_workers(ranks, worker_ranks, envs, args, experiment, True, context)
+            pool = job.start_workers(ranks, worker_ranks, envs, args, experiment, True, context,
+                                     await_answers=args.prune != "none")
             for remote in masters[1:]:
                 pool.routes[remote.rank] = remote.handle
             source = SearchSource(masters, settings, log)
@@ -204,6 +208,14 @@ def run(args, ranks, context):
         experiment.close()
     records = experiment.records
     extra = []
+    if args.prune != "none" or args.epoch_budget:
+        usage = epoch_usage(records, args.fidelity, settings["planned_epochs"])
+        extra.append(describe_epochs(usage, args.epoch_budget))
+        job.record_outcome(experiment, epochs=usage)
+        if args.prune != "none" and not any(r.get("epochs") for r in records):
+            log.warning("warning: --prune %s stopped nothing: no run reported an epoch (the model must call "
+                        "ckpt_epoch, use CandleRemoteMonitor or call candle_mbo.report() after each epoch)",
+                        args.prune)
     best = dispatcher.best if dispatcher else None
     if best:
         extra.append("best: %s %s = %s with %s" % (best["run_id"], args.objective, format_objective(best["objective"]),

@@ -19,7 +19,7 @@ from .pool import placement
 from .pool.isolation import RunnerStartError, probe_model
 from .pool.policy import Pool
 from .pool.runner import ModelError, check_model_source
-from .report.progress import Progress
+from .reporting.progress import Progress
 
 log = logging.getLogger("candle_mbo")
 
@@ -188,6 +188,13 @@ def open_experiment(args, experiment, settings, inputs, param_columns=(), extra_
     return experiment
 
 
+def record_outcome(experiment, **outcome):
+    """Add what a finished job measured (e.g. epochs trained) to experiment.yaml, under ``outcome``."""
+    document = experiment.read_settings()
+    document.setdefault("outcome", {}).update(outcome)
+    experiment.write_settings(document)
+
+
 def worker_settings(args, experiment, require_objective, await_answers=False):
     """The settings every worker gets in its ``init`` (its own environment is added per worker)."""
     return {
@@ -237,7 +244,7 @@ def dispatch(source, pool, experiment, args, settings, total, size, entry, conte
 
 def finish(args, experiment, start, records, workers, extra_lines=()):
     """The end-of-job summary lines (``start``: when this job's dispatching began) and the report."""
-    from .report.progress import summary
+    from .reporting.progress import summary
 
     wall = time.time() - start
     logs = "logs/*.log (--no-run-dirs)" if args.no_run_dirs else "runs/<run_id>/model.log"
@@ -248,7 +255,7 @@ def finish(args, experiment, start, records, workers, extra_lines=()):
         log.info(text)
     if not args.no_report:
         try:
-            from .report.build import render
+            from .reporting.build import render
 
             paths = render(experiment.path)
             if paths:

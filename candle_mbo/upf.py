@@ -116,6 +116,11 @@ def run(args, ranks, context):
     warning = check_names(names, description, args.upf, args.allow_unknown_params)
     if warning:
         log.warning(warning)
+    ignored = [flag for flag, on in (("--prune", args.prune != "none"), ("--epoch-budget", args.epoch_budget))
+               if on]
+    if ignored:
+        log.info("note: %s ignored: a UPF file is a fixed list of runs, not a search; every line runs to its end",
+                 " and ".join(ignored))
     ranks.gather()
     _, worker_ranks = ranks.roles(1)
     envs = job.plan_workers(ranks, worker_ranks, [], args)

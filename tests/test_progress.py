@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from candle_mbo.report import plots, progress
+from candle_mbo.reporting import plots, progress
 
 T0 = 1.8e9
 

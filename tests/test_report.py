@@ -13,8 +13,8 @@ import matplotlib.pyplot
 import pytest
 import yaml
 
-from candle_mbo import report
-from candle_mbo.report import plots, progress
+from candle_mbo import reporting as report
+from candle_mbo.reporting import plots, progress
 from conftest import FIXTURES, describe, launch, write_upf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

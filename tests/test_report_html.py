@@ -288,7 +288,7 @@ def test_hostile_text_is_shown_not_run(tmp_path, browser):
         os.makedirs(os.path.join(directory, "runs", record["run_id"]))
         with open(os.path.join(directory, "runs", record["run_id"], "model.log"), "w") as handle:
             handle.write("log\n")
-    from candle_mbo import report
+    from candle_mbo import reporting as report
 
     report.render(directory)
     browser.open(os.path.join(directory, "report.html"))
@@ -305,8 +305,8 @@ def test_hostile_text_is_shown_not_run(tmp_path, browser):
 @requires_chromium
 def test_a_long_table_shows_a_page_and_still_sorts_and_filters_every_run(tmp_path, browser, monkeypatch):
     from test_report import hpo_records, write_experiment
-    from candle_mbo import report
-    from candle_mbo.report import html as report_html
+    from candle_mbo import reporting as report
+    from candle_mbo.reporting import html as report_html
 
     monkeypatch.setattr(report_html, "PAGE_ROWS", 5)
     records = hpo_records(20)

@@ -225,7 +225,7 @@ class Dispatcher:
         self.progress.update(record)
         self._track_best(record)
         self.finished_here.append(record)
-        self.succeeded = self.succeeded or record.get("status") == OK
+        self.succeeded = self.succeeded or record.get("status") in (OK, PRUNED)
         if task is not None:
             self.source.finished(record, task)
         self._check_failing()

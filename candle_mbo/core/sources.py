@@ -12,6 +12,8 @@ import time
 
 from .dispatch import Source, Task, objective_value
 from ..errors import UsageError
+from ..search.pruning import Pruner
+from ..status import PRUNED
 
 
 class UpfSource(Source):
@@ -52,6 +54,15 @@ class UpfSource(Source):
 
     def stop(self):
         self.stopped = True
+
+
+def _whole(value):
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _epochs_of(record):
+    """Epochs a finished run trained, as its record says (0 when it does not say)."""
+    return _whole(record.get("epochs"))
 
 
 def _canonical(params):
@@ -101,7 +112,12 @@ class SearchSource(Source):
     free while the proposal is computed. Running points enter every master's surrogate.
 
     Budget: every point is in exactly one state (finished, running, ready, requested), and their sum never
-    exceeds the budget.
+    exceeds the budget. With ``epoch_budget`` no new point starts once the epochs trained (finished runs,
+    and what running runs reported) reach it; running runs finish.
+
+    Early discarding (``prune``): the source's :class:`~candle_mbo.search.pruning.Pruner` answers each epoch
+    report of a running point (``reported``); a pruned run is a result, told to the masters with the value
+    the pruner gives it.
     """
 
     MAX_BATCH = 64
@@ -131,6 +147,14 @@ class SearchSource(Source):
         self.durations = collections.deque(maxlen=50)  # of the last runs, for predicting when workers free
         self.point_s = None  # measured seconds per proposed point (a moving average)
         self.now = 0.0
+        self.objective = settings.get("objective") or "val_loss"
+        self.fidelity = settings.get("fidelity") or "epochs"
+        self.planned_default = settings.get("planned_epochs")
+        self.pruner = Pruner(settings.get("prune") or "none", settings.get("min_epochs") or 1,
+                             settings.get("eta") or 3, bool(settings.get("maximize")))
+        self.epoch_budget = settings.get("epoch_budget") or 0
+        self.epochs_done = 0  # epochs trained by finished runs
+        self.epochs_running = {}  # run_id -> epochs a running run reported so far
 
     # -- run ids, steps ----------------------------------------------------------------------------
     def _new_run_id(self):
@@ -138,8 +162,20 @@ class SearchSource(Source):
         self.next_number += 1
         return run_id
 
+    def epochs_trained(self):
+        """Epochs trained so far: by finished runs, and by running ones as far as they reported."""
+        return self.epochs_done + sum(self.epochs_running.values())
+
+    def planned(self, params):
+        """Epochs a run with ``params`` is to train (its fidelity parameter, else the benchmark's default)."""
+        value = (params or {}).get(self.fidelity, self.planned_default)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def _epochs_spent(self):
+        return bool(self.epoch_budget) and self.epochs_trained() >= self.epoch_budget
+
     def _stopping(self):
-        if self.stopped:
+        if self.stopped or self._epochs_spent():
             return True
         if self.max_time and time.time() - self.start >= self.max_time:
             return True
@@ -156,19 +192,20 @@ class SearchSource(Source):
         self.next_number = replay.next_number
         self.finished_count = len(replay.records)
         records = {r["run_id"]: r for r in replay.records}
+        self._replay_epochs(replay)
         items, running = [], []
         for entry in replay.dispatched.values():  # dispatch order
             if entry.get("x") is None:
                 continue
             record = records.pop(entry["run_id"], None)
-            items.append({"x": entry["x"], "y": objective_value(record) if record else None,
+            items.append({"x": entry["x"], "y": self._told_value(record) if record else None,
                           "step": entry.get("step") or 0, "prop_type": entry.get("prop_type"),
                           "info": entry.get("info") or {}, "running": record is None})
             if record is None:
                 running.append(entry)
         for record in records.values():  # finished before the journal kept dispatched entries
             if record.get("x") is not None:
-                items.insert(0, {"x": record["x"], "y": objective_value(record), "step": record.get("iteration") or 0,
+                items.insert(0, {"x": record["x"], "y": self._told_value(record), "step": record.get("iteration") or 0,
                                  "prop_type": record.get("prop_type"), "info": record.get("proposal") or {},
                                  "running": False})
         # By step, dispatch order kept within a step: several masters dispatch their steps out of order,
@@ -221,6 +258,9 @@ class SearchSource(Source):
             if answer is None:
                 continue
             step, items = answer
+            if self._epochs_spent():  # no new run starts once the epoch budget is spent
+                master.discard([item[0] for item in items])
+                continue
             if items and getattr(master, "last_seconds", None):
                 per_point = master.last_seconds / len(items)
                 self.point_s = per_point if self.point_s is None else 0.7 * self.point_s + 0.3 * per_point
@@ -267,6 +307,8 @@ class SearchSource(Source):
         return []
 
     def _take_async(self, view):
+        if self._epochs_spent():
+            self._drop_ready()
         free = max(0, view.idle - view.queued)
         points = []
         while self.ready and free > 0:
@@ -341,14 +383,39 @@ class SearchSource(Source):
             n = int(ending_within(self.PROPOSAL_BASE_S + per_point * max(1, n)) + 1e-9)
         return max(1, n)
 
+    def _replay_epochs(self, replay):
+        """A resumed search's rungs, stops and epochs trained, as the journal holds them."""
+        params = {run_id: entry.get("params") for run_id, entry in replay.dispatched.items()}
+        self.pruner.replay(replay.epochs, self.objective, lambda run_id: self.planned(params.get(run_id)))
+        for record in replay.records:
+            self.epochs_done += _epochs_of(record)
+            if record.get("status") == PRUNED and isinstance(record.get("pruned"), dict):
+                self.pruner.stopped[record["run_id"]] = dict(record["pruned"], stop=True)
+
+    def reported(self, report, task):
+        """An epoch report of a running point: count its epochs; ask the pruner whether it goes on."""
+        self.epochs_running[report["run_id"]] = max(self.epochs_running.get(report["run_id"], 0),
+                                                    _whole(report.get("epoch")))
+        value = (report.get("metrics") or {}).get(self.objective)
+        return self.pruner.report(report["run_id"], report["epoch"], value, self.planned(task.params))
+
+    def _told_value(self, record):
+        """What the masters learn from a finished run: its objective; a pruned run's from the pruner."""
+        if record.get("status") == PRUNED and record.get("objective") is not None:
+            value = self.pruner.surrogate_value(record["run_id"], record["objective"])
+            return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+        return objective_value(record)
+
     def finished(self, record, task):
         self.finished_count += 1
+        self.epochs_running.pop(record["run_id"], None)
+        self.epochs_done += _epochs_of(record)
         if isinstance(record.get("duration_s"), (int, float)):
             self.durations.append(record["duration_s"])
         point = self.running.pop(record["run_id"], None)
         if point is None:
             return
-        y = objective_value(record)
+        y = self._told_value(record)
         if self.batch is None:
             for master in self.masters:
                 master.tell([(point.run_id, point.x, y)])
@@ -373,6 +440,10 @@ class SearchSource(Source):
 
     def stop(self):
         self.stopped = True
+        self._drop_ready()
+
+    def _drop_ready(self):
+        """Give back the proposed points that wait for a worker: they will never run."""
         by_origin = collections.defaultdict(list)
         for point in self.ready:
             by_origin[point.origin].append(point.proposal_id)

@@ -129,7 +129,7 @@ def follower(link, master=0):
         return worker_loop(link, payload, info, master, early_signal=_note_signal.first)
     if kind == "optimize":
         from ..search.masters import make_optimizer, optimizer_rank
-        from ..report.progress import setup_logging
+        from ..reporting.progress import setup_logging
 
         setup_logging(rank=link.rank)
         return optimizer_rank(link, payload, make_optimizer, master)

@@ -1,7 +1,9 @@
 """A CANDLE-compliant PyTorch benchmark: an MLP on scikit-learn's bundled 8x8 digits.
 
 It trains for real in seconds on a laptop core, needs no download, and reports a Keras-style history
-(loss, val_loss, val_acc per epoch), so it serves as the quick-start and demo model of candle_mbo.
+(loss, val_loss, val_acc per epoch), so it serves as the quick-start and demo model of candle_mbo. Each
+epoch is also reported with ``candle_mbo.report()`` while it trains: live progress, learning curves of
+interrupted runs, and early discarding (``--prune asha``); run by hand, the call does nothing.
 
 Run it alone:   python examples/digits/digits_baseline.py -e 2
 Search it:      python -m candle_mbo --model examples/digits/digits_baseline.py --space examples/digits/space.R
@@ -14,6 +16,7 @@ import torch
 from sklearn.datasets import load_digits
 
 import candle
+import candle_mbo
 import digits
 
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "elu": torch.nn.ELU}
@@ -89,6 +92,7 @@ def run(params):
         history.history["val_loss"].append(val_loss)
         history.history["val_acc"].append(val_acc)
         history.history["epoch_seconds"].append(time.time() - start)
+        candle_mbo.report(epoch + 1, val_loss, loss=total / len(order), val_acc=val_acc)
         if params["verbose"]:
             print("epoch %d: loss %.4f val_loss %.4f val_acc %.3f" % (epoch + 1, total / len(order), val_loss, val_acc))
     print("final val_loss %.4f val_acc %.3f" % (history.history["val_loss"][-1], history.history["val_acc"][-1]))

@@ -10,7 +10,7 @@ None when there is nothing to draw. The rules that keep the figures honest:
 - the objective axis is chosen from the data (:func:`choose_scale`): log when positive values span
   decades, symlog when outliers dwarf values around zero, else linear and, when a few outliers would
   squash the rest, limited to the bulk with the outliers drawn as arrows at the edge and counted;
-- the workers' utilization is :func:`candle_mbo.report.progress.utilization`, the summary's definition;
+- the workers' utilization is :func:`candle_mbo.reporting.progress.utilization`, the summary's definition;
 - a run too short to see on the timeline still gets a bar a few pixels wide.
 """
 
@@ -28,9 +28,9 @@ from matplotlib import transforms  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from .progress import describe_utilization, proposal_kind, reason, run_interval, shorten, utilization  # noqa: E402
-from ..status import CRASHED, FAILED, OK, TIMEOUT  # noqa: E402
+from ..status import CRASHED, FAILED, OK, PRUNED, TIMEOUT  # noqa: E402
 
-STATUS_COLORS = {OK: "#4daf4a", FAILED: "#ff7f00", TIMEOUT: "#984ea3", CRASHED: "#e41a1c"}
+STATUS_COLORS = {OK: "#4daf4a", PRUNED: "#377eb8", FAILED: "#ff7f00", TIMEOUT: "#984ea3", CRASHED: "#e41a1c"}
 OTHER_COLOR = "#999999"
 KIND_STYLE = {  # how a point was proposed -> (marker, color, label)
     "design": ("s", "#888888", "initial design"),
@@ -544,14 +544,21 @@ def learning_curves(records, settings, histories):
         ax.plot(np.arange(1, len(curve) + 1), curve, color=cmap(i / max(len(top) - 1, 1) * 0.9),
                 linewidth=2 if i == 0 else 1.4, marker="o" if len(curve) <= 30 else None, markersize=3,
                 label="%d. %s (%.4g)" % (i + 1, rid, objective(by_id[rid])), zorder=3)
+    pruned = [rid for rid in curves if by_id[rid].get("status") == PRUNED]
+    for rid in pruned:  # where early discarding stopped them
+        curve = curves[rid]
+        ax.plot([len(curve)], [curve[-1]], linestyle="none", marker="x", markersize=5, color=color(PRUNED), zorder=2,
+                label="pruned (stopped here)" if rid == pruned[0] else None)
     apply_scale(ax, scale)
     epochs = max(len(c) for c in curves.values())
+    for rung in _rungs(settings, epochs):
+        ax.axvline(rung, color="#777777", linewidth=0.8, linestyle=":", zorder=0)
     ax.set_xlim(0.5, epochs + 0.5)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("%s (%s is better)" % (name, better(maximize)))
     ax.grid(alpha=0.3)
-    if top:
+    if top or pruned:
         ax.legend(title="best %d runs (final %s)" % (len(top), settings.get("objective") or "objective"),
                   fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     faded = "faded: the %d other run%s" % (len(others), "" if len(others) == 1 else "s") if others else "no other run"
@@ -567,9 +574,28 @@ def learning_curves(records, settings, histories):
             part for part in ("max %.3g" % max(np.nanmax(c) for c in curves.values()) if above.any() else "",
                               "min %.3g" % min(np.nanmin(c) for c in curves.values()) if below.any() else "")
             if part))
-    ax.set_title("Learning curves: %s per epoch of %d runs; %s%s%s" % (
-        name, len(curves), faded, "; y axis: %s" % scale.kind if scale.kind != "linear" else "", off), fontsize=10)
+    rungs = ""
+    if settings.get("prune") in ("asha", "median"):
+        rungs = "; %d pruned (x), %s dotted" % (len(pruned), "rungs" if settings["prune"] == "asha" else
+                                                 "first epoch a run may be stopped at")
+    ax.set_title("Learning curves: %s per epoch of %d runs; %s%s%s%s" % (
+        name, len(curves), faded, rungs, "; y axis: %s" % scale.kind if scale.kind != "linear" else "", off),
+        fontsize=10)
     return fig
+
+
+def _rungs(settings, epochs):
+    """The epochs early discarding judged runs at (asha: its rungs; median: the first one), up to ``epochs``."""
+    rule, first, eta = settings.get("prune"), settings.get("min_epochs") or 1, settings.get("eta") or 3
+    if rule == "median":
+        return [first] if first < epochs else []
+    if rule != "asha" or not isinstance(first, int) or not isinstance(eta, int) or eta < 2:
+        return []
+    out, rung = [], first
+    while rung < epochs:
+        out.append(rung)
+        rung *= eta
+    return out
 
 
 # -- timeline -----------------------------------------------------------------------------------

@@ -305,9 +305,47 @@ def summary(records, objective_name, maximize, start, wall_s, n_workers, experim
     return lines
 
 
+def epoch_usage(records, fidelity="epochs", planned_default=None):
+    """Epochs trained by ``records`` against what a full-fidelity search of the same runs would train.
+
+    ``{"trained", "full", "saved_share", "pruned", "runs"}``: a run trained what its record says
+    (``epochs``); at full fidelity it would train its fidelity parameter (else ``planned_default``). Runs
+    that do not say are left out of both sums.
+    """
+    trained = full = counted = 0
+    for record in records:
+        epochs = record.get("epochs")
+        params = record.get("params") if isinstance(record.get("params"), dict) else {}
+        planned = params.get(fidelity, planned_default)
+        if not _whole(epochs) or not _whole(planned):
+            continue
+        counted += 1
+        trained += int(epochs)
+        full += max(int(planned), int(epochs))
+    saved = 1.0 - trained / float(full) if full else None
+    return {"trained": trained, "full": full, "saved_share": None if saved is None else round(saved, 4),
+            "pruned": sum(1 for r in records if r.get("status") == PRUNED), "runs": counted}
+
+
+def describe_epochs(usage, epoch_budget=0):
+    """``epochs: 130 trained, 400 at full fidelity (68% saved); 14 runs pruned``."""
+    text = "epochs: %d trained" % usage["trained"]
+    if usage["full"]:
+        text += ", %d at full fidelity (%.0f%% saved)" % (usage["full"], 100.0 * usage["saved_share"])
+    text += "; %d run%s pruned" % (usage["pruned"], "" if usage["pruned"] == 1 else "s")
+    if epoch_budget:
+        text += "; --epoch-budget %d%s" % (epoch_budget, " reached" if usage["trained"] >= epoch_budget else "")
+    return text
+
+
+def _whole(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
 def _failures(records, experiment_path, logs, groups=8, ids=3):
-    """Lines naming every reason of the runs that are not ok, grouped by status and reason."""
-    failed = [r for r in records if r.get("status") != OK]
+    """Lines naming every reason of the runs that are not ok, grouped by status and reason (pruned runs are
+    results, not failures: they are counted in the head line and by describe_epochs)."""
+    failed = [r for r in records if r.get("status") not in (OK, PRUNED)]
     if not failed:
         return []
     by_reason = collections.OrderedDict()
