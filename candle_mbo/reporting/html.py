@@ -21,7 +21,7 @@ import jinja2
 
 from .. import __version__
 from .progress import proposal_counts, proposal_kind
-from ..status import ALL, OK
+from ..status import ALL, OK, PRUNED
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
@@ -120,6 +120,10 @@ def _table(data):
         columns.append(Column("iteration", "iteration", True, False))
     if has("prop_type"):
         columns.append(Column("prop_type", "proposed", False, False))
+    if has("epochs"):
+        columns.append(Column("epochs", "epochs", True, False))
+    if has("objective_source"):
+        columns.append(Column("objective_source", "objective from", False, False))
     params_numeric = {name: all(_finite(r["params"][name]) for r in records
                                 if isinstance(r.get("params"), dict) and r["params"].get(name) is not None)
                       for name in param_names}
@@ -137,7 +141,7 @@ def _table(data):
             _log_cell(data, record, logs),
             {"text": status, "cls": "status-" + status if status in ALL else None},
             _number_cell(record.get("objective")),
-            {"text": _text(record.get("error")) if status != OK or record.get("error") else "", "cls": "error"},
+            {"text": _text(_why(record)) if status != OK or record.get("error") else "", "cls": "error"},
             _number_cell(record.get("duration_s"), "%.3f"),
             _number_cell(record.get("worker"), "%d"),
         ]
@@ -149,6 +153,10 @@ def _table(data):
         if has("prop_type"):
             kind = proposal_kind(record.get("prop_type"))
             cells.append({"text": _text(record.get("prop_type") or ""), "title": kind})
+        if has("epochs"):
+            cells.append(_number_cell(record.get("epochs"), "%d"))
+        if has("objective_source"):
+            cells.append({"text": _text(record.get("objective_source") or "")})
         for name in param_names:
             if name not in params:
                 cells.append({"text": ""})
@@ -159,6 +167,14 @@ def _table(data):
         rows.append({"run_id": run_id, "status": status, "best": run_id == best_id,
                      "cells": [_full(c) for c in cells]})
     return columns, rows
+
+
+def _why(record):
+    """The error of a run that is not ok; for a pruned run, why it was stopped."""
+    pruned = record.get("pruned")
+    if record.get("status") == PRUNED and isinstance(pruned, dict) and pruned.get("reason"):
+        return "pruned: " + str(pruned["reason"])
+    return record.get("error")
 
 
 def _full(cell):
