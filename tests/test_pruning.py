@@ -177,6 +177,16 @@ def test_asha_stops_runs_at_their_rung_through_report_and_reuses_the_runner(tmp_
 
 
 @requires_mpi
+@pytest.mark.parametrize("np", [2, None])
+def test_a_run_in_the_worker_itself_is_pruned_too(tmp_path, np, mlrmbo):
+    extra = ["--default-model", defaults_file(tmp_path, epochs=9), "--prune", "asha", "--isolation", "none"]
+    result = hpo(tmp_path, extra=extra, budget=8, np=np, timeout=400)
+    assert result.returncode == 0, describe(result)
+    pruned = [r for r in read_records(tmp_path / "out") if r["status"] == "pruned"]
+    assert pruned and all(r["epochs"] == r["pruned"]["rung"] for r in pruned)
+
+
+@requires_mpi
 @pytest.mark.parametrize("api", ["pytorch", "keras"])
 def test_candle_libs_classes_stop_a_pruned_run(tmp_path, api, mlrmbo):
     space = tmp_path / "space.R"
