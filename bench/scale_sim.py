@@ -175,6 +175,9 @@ class SimPool:
         dropped, self.queue = self.queue, []
         return dropped
 
+    def take_reports(self):
+        return []  # simulated runs report no epochs
+
     def _charge_dispatcher(self):
         real = time.perf_counter() - self._last - self.clock.excluded
         self.clock.excluded = 0.0
@@ -215,10 +218,18 @@ class SimPool:
 
 
 class Quiet:
+    """The dispatcher's progress, silent."""
+
     def update(self, record):
         pass
 
     def seed(self, records):
+        pass
+
+    def epoch(self, run_id, epoch, planned=None):
+        pass
+
+    def tick(self):
         pass
 
 
