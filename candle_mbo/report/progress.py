@@ -82,7 +82,9 @@ class Progress:
 
     When ok runs finish faster than ``max_lines_per_s``, their lines are merged into one line per
     interval (a 20,000-run UPF of quick runs would otherwise spend its time printing); the merged line
-    says how many it stands for. A run that is not ok always gets a line of its own, with its reason.
+    says how many runs it covers. A run that is not ok always gets a line of its own, with its reason,
+    after the line of the ok runs merged before it, so that the counter moves by what each line covers;
+    ``flush()`` prints the merged runs still waiting for a line (at the end of a job).
     """
 
     def __init__(self, total, objective_name="objective", maximize=False, done=0, quiet=False,
@@ -100,7 +102,8 @@ class Progress:
         self.counts = {s: 0 for s in ALL}
         self.max_lines_per_s = max_lines_per_s
         self._last_line = 0.0
-        self._skipped = 0
+        self._merged = 0  # ok runs finished since the last line
+        self._pending = None  # the last of them
 
     def seed(self, records):
         """Account for records finished before a resume (they count toward best and totals)."""
@@ -116,19 +119,31 @@ class Progress:
                 self.best, self.best_id = value, record.get("run_id")
 
     def update(self, record):
+        ok = record.get("status") == OK
+        if not ok:
+            self.flush()
         self.done += 1
         self._account(record)
         if self.quiet:
             return
         now = time.time()
-        ok = record.get("status") == OK
         if ok and now - self._last_line < 1.0 / self.max_lines_per_s and self.done < self.total:
-            self._skipped += 1
+            self._merged += 1
+            self._pending = record
             return
-        self._last_line = now
-        self.log.info(self._line(record, now))
+        self._emit(record, now, self._merged + 1 if ok else 1)
 
-    def _line(self, record, now):
+    def flush(self):
+        """Print the line of the ok runs merged since the last line, if any."""
+        if self._pending is not None and not self.quiet:
+            self._emit(self._pending, time.time(), self._merged)
+
+    def _emit(self, record, now, covers):
+        self._merged, self._pending = 0, None
+        self._last_line = now
+        self.log.info(self._line(record, now, covers))
+
+    def _line(self, record, now, covers=1):
         elapsed = now - self.start
         finished_here = self.done - self.initial_done
         rate = finished_here / elapsed * 60 if elapsed > 0 else 0.0
@@ -144,9 +159,8 @@ class Progress:
         line += " | %.1f runs/min" % rate
         if eta is not None and self.done < self.total:
             line += " | ETA %s" % _duration(eta)
-        if ok and self._skipped:
-            line += " | +%d more ok" % self._skipped
-            self._skipped = 0
+        if covers > 1:
+            line += " | line covers %d ok runs" % covers
         if not ok:
             line += " | reason: %s" % shorten(reason(record))
         return line
