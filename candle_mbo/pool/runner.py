@@ -5,6 +5,8 @@ a worker rank directly (``--isolation none``), and in tests.
 
 Per run it creates ``<run_dir>/`` with ``params.json`` (exactly what ``run()`` received), ``model.log``
 (the run's stdout and stderr) and ``result.json`` (status, objective, duration, history as lists).
+A run that runs again (an interrupted run, on resume) appends to its model.log: every attempt opens
+with a line ``[candle_mbo] attempt N of run ID, started TIME on HOST (pid P)``.
 """
 
 import ast
@@ -16,6 +18,7 @@ import io
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -27,6 +30,7 @@ from .._fileio import write_json_atomic, write_json_fast
 from ..status import CRASHED, FAILED, OK, TIMEOUT  # noqa: F401 - re-exported for callers
 
 REDUCTIONS = ("last", "min", "max")
+ATTEMPT_HEADER = "[candle_mbo] attempt"
 
 
 class ModelError(Exception):
@@ -412,19 +416,27 @@ class Runner:
         """
         run_id = str(task["run_id"])
         run_dir = task.get("run_dir")
+        attempt = None
         if run_dir:
+            attempt = 1
+            log_path = os.path.join(run_dir, "model.log")
             try:
                 os.mkdir(run_dir)
-            except FileExistsError:
-                pass  # a rerun (resume) writes over the old files
+            except FileExistsError:  # a rerun (resume): the other files are written over, the log goes on
+                attempt = earlier_attempts(log_path) + 1
             except FileNotFoundError:
                 os.makedirs(run_dir, exist_ok=True)
-            output = self._capture.to(os.path.join(run_dir, "model.log"))
+            output = self._capture.to(log_path)
         else:
             output = self._shared_output(run_id)
         started = time.time()
         record = {"run_id": run_id, "status": FAILED, "objective": None, "started": started}
         with output as log:
+            if attempt is not None:
+                log.write("%s %d of run %s, started %s on %s (pid %d)\n" % (
+                    ATTEMPT_HEADER, attempt, run_id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+                    socket.gethostname(), os.getpid()))
+                log.flush()
             history, extra = self._execute(task, run_id, run_dir, record, log)
         finished = time.time()
         record.update(finished=finished, duration_s=round(finished - started, 6))
@@ -500,6 +512,22 @@ class Runner:
                 yield target
             finally:
                 _flush_streams()
+
+
+def earlier_attempts(log_path):
+    """How many attempts a run's model.log already holds: its attempt lines, or 1 for a log without any."""
+    marker = ("\n" + ATTEMPT_HEADER + " ").encode()
+    count, tail, seen_any = 0, b"\n", False
+    try:
+        with open(log_path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                seen_any = True
+                text = tail + block
+                count += text.count(marker)
+                tail = text[-len(marker) + 1:]
+    except OSError:
+        return 0
+    return max(count, 1) if seen_any else 0
 
 
 def write_run_result(run_dir, record, history=None, extra=None, atomic=False):
