@@ -15,6 +15,7 @@ import time
 
 from ..search.optimizer import origin
 from ..status import ALL, OK
+from .importance import describe as describe_importance, importance
 
 #: A failure reason longer than this is shortened (at a word boundary) in progress lines and the summary;
 #: results.jsonl, results.csv and report.html keep it whole.
@@ -232,7 +233,8 @@ def proposal_counts(records):
 def summary(records, objective_name, maximize, start, wall_s, n_workers, experiment_path, top=5,
             logs="runs/<run_id>/model.log"):
     """The end-of-run summary lines: counts by status and by how points were proposed, the best runs with
-    their parameters, every failure reason, time and the workers' utilization.
+    their parameters, which parameters matter (importance.py), every failure reason, time and the
+    workers' utilization.
 
     ``start`` (epoch seconds) and ``wall_s`` describe this job: utilization counts the runs started since
     ``start`` (not the ones a resume inherited). With ``start`` None (a report after the fact) every
@@ -256,6 +258,9 @@ def summary(records, objective_name, maximize, start, wall_s, n_workers, experim
             params = record.get("params") if isinstance(record.get("params"), dict) else {}
             params = ", ".join("%s=%s" % (k, _short(v)) for k, v in params.items())
             lines.append("  %d. %s  %s  %s" % (rank, record["run_id"], format_objective(record["objective"]), params))
+    which = describe_importance(importance(records), objective_name)
+    if which:
+        lines.append(which)
     lines.extend(_failures(records, experiment_path, logs))
     mine = records if start is None else [r for r in records if (run_interval(r) or (0, 0))[0] >= start]
     usage = utilization(mine, n_workers)
