@@ -82,7 +82,7 @@ def test_a_parameter_with_list_values_is_a_set_of_levels():
 def test_the_summary_names_the_importance():
     lines = progress.summary(runs(60, 6, dominant), "val_loss", False, None, None, 2, "/exp")
     line = next(line for line in lines if line.startswith("importance"))
-    assert line.startswith("importance (share of the variation in val_loss ranks explained by each parameter alone, "
+    assert line.startswith("importance (share of the variation in val_loss ranks that each parameter explains, "
                            "60 ok runs): strong ")
     assert line.index("strong") < line.index("kind") < line.index("noise")
 

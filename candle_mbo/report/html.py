@@ -31,8 +31,8 @@ CAPTIONS = {
     "params.png": "the objective against each hyperparameter (HPO, or a UPF of many lines), or one row per "
                   "UPF line, best first, with the reason of each run that is not ok.",
     "importance.png": "which parameters matter: the share of the variation in the objective's ranks that each "
-                      "parameter explains alone (main effects of an additive model fitted to the ok runs; the "
-                      "rest is interactions between parameters and noise).",
+                      "parameter explains (main effects of an additive model fitted to the ok runs; the rest "
+                      "is interactions between parameters and noise).",
     "learning_curves.png": "the objective per epoch: the best runs in color, every other run faded.",
     "timeline.png": "each run as a bar on its worker, colored by status; the utilization is the summary's.",
 }

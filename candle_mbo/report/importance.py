@@ -16,9 +16,10 @@ sweeps and for any experiment folder. The method, in short:
   Fitting all main effects together keeps a parameter that the search happened to vary along with
   another (model-based proposals cluster) from taking that one's credit;
 - a parameter's **importance** is the variance of its effect over the runs, less what noise alone
-  would give an effect with that many degrees of freedom, as a share of the ranks' variance: 0% for a parameter
-  that does not matter, and the shares of all parameters plus what no single parameter explains
-  (interactions and noise) make 100%.
+  would give an effect with that many degrees of freedom: 0% for a parameter that does not matter. The
+  shares are scaled to add up to what the additive model explains of the ranks' variance (its adjusted
+  R^2: the effects of parameters that the runs varied together overlap, so their variances alone could
+  add up to more); the rest is interactions between parameters and noise.
 
 This is the first-order part of a functional ANOVA decomposition (as fANOVA, behind Optuna's
 importance plot, computes from a random forest), estimated from the runs directly. It needs a few runs
@@ -40,8 +41,8 @@ RUNS_PER_EFFECT = 2  # ok runs needed per estimated effect (the mean, and the de
 Importance = collections.namedtuple("Importance", "shares explained runs needed parameters")
 Importance.__doc__ = """What :func:`importance` found.
 
-``shares``: ``[(name, share)]``, largest first (share of the objective ranks' variance that the parameter
-explains alone, 0..1); empty when there were too few runs. ``explained``: the sum of the shares.
+``shares``: ``[(name, share)]``, largest first (share of the objective ranks' variance that the parameter's
+main effect explains, 0..1); empty when there were too few runs. ``explained``: the sum of the shares.
 ``runs``: the ok runs used. ``needed``: the runs needed for this many parameters and levels (more than
 ``runs`` means too few). ``parameters``: how many parameters varied."""
 
@@ -71,12 +72,12 @@ def importance(records):
     fitted = _backfit(y - y.mean(), columns)
     residual = y - y.mean() - sum(fitted.values())
     noise = float(np.sum(residual ** 2)) / max(1, n - effects)  # the residual variance, per degree of freedom
-    shares = []
-    for name, basis in columns.items():
-        variance = float(np.mean(fitted[name] ** 2)) - noise * basis.shape[1] / n
-        shares.append((name, min(1.0, max(0.0, variance / total))))
-    shares.sort(key=lambda item: -item[1])
-    return Importance(shares, min(1.0, sum(share for _, share in shares)), n, needed, len(columns))
+    explained = max(0.0, 1.0 - noise / (total * n / (n - 1)))  # the additive model's adjusted R^2
+    variances = {name: max(0.0, float(np.mean(fitted[name] ** 2)) - noise * basis.shape[1] / n)
+                 for name, basis in columns.items()}
+    scale = explained / sum(variances.values()) if sum(variances.values()) > 0 else 0.0
+    shares = sorted(((name, variance * scale) for name, variance in variances.items()), key=lambda item: -item[1])
+    return Importance(shares, explained if scale else 0.0, n, needed, len(columns))
 
 
 def describe(result, objective_name="objective"):
@@ -88,7 +89,7 @@ def describe(result, objective_name="objective"):
                 "and their levels)" % (result.runs, "" if result.runs == 1 else "s", result.needed,
                                        result.parameters, "" if result.parameters == 1 else "s"))
     parts = ", ".join("%s %.0f%%" % (name, 100 * share) for name, share in result.shares)
-    return ("importance (share of the variation in %s ranks explained by each parameter alone, %d ok runs): %s; "
+    return ("importance (share of the variation in %s ranks that each parameter explains, %d ok runs): %s; "
             "left to interactions and noise %.0f%%" % (objective_name, result.runs, parts,
                                                       100 * max(0.0, 1 - result.explained)))
 

@@ -575,7 +575,7 @@ def learning_curves(records, settings, histories):
 
 # -- parameter importance -----------------------------------------------------------------------
 def importance(records, settings):
-    """Horizontal bars: the share of the objective ranks' variation each parameter explains alone
+    """Horizontal bars: the share of the objective ranks' variation each parameter explains
     (:mod:`candle_mbo.report.importance`); None when no parameter varies or the runs are too few."""
     from .importance import importance as compute
 
@@ -597,7 +597,7 @@ def importance(records, settings):
     ax.set_xlim(0, 110)
     ax.set_xlabel("share of the variation in %s ranks (%%)" % name)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title("Parameter importance: what each parameter explains alone, from %d ok runs\n(main effects of an "
+    ax.set_title("Parameter importance: what each parameter explains, from %d ok runs\n(main effects of an "
                  "additive model of the ranks; the rest is interactions and noise)" % result.runs, fontsize=10)
     return fig
 
