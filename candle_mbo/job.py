@@ -251,7 +251,7 @@ def dispatch(source, pool, experiment, args, settings, total, size, entry, conte
         code = dispatcher.run()
     finally:
         source.close()
-    if dispatcher.signal is not None:
+    if code >= 128:  # stopped by a signal: the job ends here
         record_end(experiment, code, signal.Signals(dispatcher.signal[0]).name)
     else:
         progress.flush()

@@ -357,6 +357,7 @@ class Runner:
         self.scratch_dir = os.path.abspath(scratch_dir or os.path.join(tempfile.gettempdir(), "candle-mbo-scratch"))
         self.run_log = run_log
         self._shared_log = None
+        self._host = socket.gethostname()
         self._accepts_default_model = _accepts_keyword(self.module.initialize_parameters, "default_model")
 
     @classmethod
@@ -435,7 +436,7 @@ class Runner:
             if attempt is not None:
                 log.write("%s %d of run %s, started %s on %s (pid %d)\n" % (
                     ATTEMPT_HEADER, attempt, run_id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-                    socket.gethostname(), os.getpid()))
+                    self._host, os.getpid()))
                 log.flush()
             history, extra = self._execute(task, run_id, run_dir, record, log)
         finished = time.time()

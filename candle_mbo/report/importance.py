@@ -95,12 +95,7 @@ def describe(result, objective_name="objective"):
 
 
 # -- levels, ranks, fit ----------------------------------------------------------------------------
-class _Absent:
-    def __repr__(self):
-        return "(not set)"
-
-
-_ABSENT = _Absent()
+_ABSENT = object()  # a run that did not set the parameter
 
 
 def _finite(value):
