@@ -89,14 +89,15 @@ def build_optimizer(params, model):
     return OPTIMIZERS[name](model.parameters(), **options)
 
 
-def evaluate(model, loss_fn, x, y, batch_size):
+def evaluate(model, loss_fn, x, y, batch_size, device):
     model.eval()
     total, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            logits = model(x[start:start + batch_size])
-            total += float(loss_fn(logits, y[start:start + batch_size])) * len(logits)
-            correct += int((logits.argmax(dim=1) == y[start:start + batch_size]).sum())
+            inputs, labels = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+            logits = model(inputs)
+            total += float(loss_fn(logits, labels)) * len(logits)
+            correct += int((logits.argmax(dim=1) == labels).sum())
     return total / len(x), correct / len(x)
 
 
@@ -106,9 +107,11 @@ def run(params):
     if params["loss"] != "categorical_crossentropy":
         raise ValueError("loss %r: this example trains with categorical_crossentropy only" % params["loss"])
 
+    # The GPU candle_mbo gave this worker (--gpus-per-worker sets CUDA_VISIBLE_DEVICES), else the CPU.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x_train, y_train, x_test, y_test = load_data(params)
-    model = build_model(params)
-    print(model)
+    model = build_model(params).to(device)
+    print(model, "on", device)
     optimizer = build_optimizer(params, model)
     loss_fn = torch.nn.CrossEntropyLoss()
     batch_size = int(params["batch_size"])
@@ -119,11 +122,11 @@ def run(params):
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             optimizer.zero_grad()
-            loss = loss_fn(model(x_train[batch]), y_train[batch])
+            loss = loss_fn(model(x_train[batch].to(device)), y_train[batch].to(device))
             loss.backward()
             optimizer.step()
         for prefix, (x, y) in (("", (x_train, y_train)), ("val_", (x_test, y_test))):
-            loss_value, accuracy = evaluate(model, loss_fn, x, y, 1024)
+            loss_value, accuracy = evaluate(model, loss_fn, x, y, 1024, device)
             history.history[prefix + "loss"].append(loss_value)
             history.history[prefix + "accuracy"].append(accuracy)
         print("epoch %d: loss %.4f, accuracy %.4f, val_loss %.4f, val_accuracy %.4f" % (
