@@ -102,7 +102,7 @@ def maps_contain(pid, needle):
 
 
 def table(headers, rows):
-    """A Markdown table (printed and pasted into the README)."""
+    """A Markdown table (printed and pasted into docs/performance.md)."""
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     lines = ["| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]

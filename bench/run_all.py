@@ -2,7 +2,7 @@
 
     python bench/run_all.py [--quick]
 
---quick: smaller sizes (a sanity run, figures not for the README).
+--quick: smaller sizes (a sanity run, figures not for docs/performance.md).
 """
 
 import os

@@ -8,7 +8,8 @@ hanging. Errors always reach the terminal the job started with, even while a run
 Exit codes (also in --help): 0 the workflow completed (failed runs are results); 1 unexpected error; 2
 bad input, nothing run; 3 stopped early because every run failed (--max-failures); 128 + N stopped by
 signal N (130 SIGINT, 138 SIGUSR1, 143 SIGTERM), the unfinished runs journaled to run again first on
---resume.
+--resume. These are rank 0's codes; a launcher may report its own (Open MPI's mpiexec exits 1 after it
+was sent SIGINT or SIGTERM, having turned the signal into SIGTERM for the ranks).
 """
 
 import argparse
@@ -22,6 +23,7 @@ import traceback
 
 import yaml
 
+from .core.dispatch import stopped_by
 from .errors import UsageError
 from .reporting.progress import setup_logging
 from .pool.ranks import Ranks
@@ -318,7 +320,7 @@ def main(build_parser, workflow, argv=None):
         signum = getattr(exc, "signum", signal.SIGINT)
         when = ("after the runs ended; every result is saved" if context.get("dispatched")
                 else "before any run started")
-        print("error: interrupted (%s) %s" % (signal.Signals(signum).name, when), file=terminal, flush=True)
+        print("error: %s %s" % (stopped_by(signum), when), file=terminal, flush=True)
         _release(ranks, context)
         return 128 + signum
     except BaseException as exc:  # noqa: BLE001 - a bug or a broken framework: end every rank, loudly

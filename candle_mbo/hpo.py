@@ -38,15 +38,19 @@ log = logging.getLogger("candle_mbo")
 EXAMPLE = """example (the bundled PyTorch digits benchmark, 2 workers, 24 evaluations):
   mpiexec -n 3 python -m candle_mbo --model examples/digits/digits_baseline.py \\
       --space examples/digits/space.R --budget 24 --seed 1 --output experiments/digits1
-  python -m candle_mbo --output experiments/digits1 --resume      (continue after an interruption)
+  mpiexec -n 3 python -m candle_mbo --output experiments/digits1 --resume
+      (continue after an interruption, launched as the search started so that it keeps its 2 workers;
+      without mpiexec it would go on with 1 worker, with a warning)
 
 space.R defines `param.set` with ParamHelpers, e.g.
   param.set <- makeParamSet(
     makeNumericParam("learning_rate", lower = -4, upper = -1, trafo = function(x) 10^x),
     makeDiscreteParam("activation", values = c("relu", "tanh")))
-exit codes: 0 finished (failed runs are results), 1 unexpected error, 2 bad input (nothing ran), 3 stopped
-early because every run failed (--max-failures), 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM): the
-interrupted runs are journaled and run again first with --resume.
+exit codes (rank 0's): 0 finished (failed runs are results), 1 unexpected error, 2 bad input (nothing ran),
+3 stopped early because every run failed (--max-failures), 128+N stopped by signal N (130 SIGINT: Ctrl-C
+without mpiexec; 143 SIGTERM: Ctrl-C under mpiexec, or the scheduler; 138 SIGUSR1): the interrupted runs
+are journaled and run again first with --resume. Open MPI's mpiexec exits 1 after Ctrl-C or SIGTERM
+(rank 0's code is in results.jsonl and experiment.yaml) and passes 138 through.
 """
 
 # Settings a resumed experiment must keep.
@@ -191,9 +195,8 @@ def run(args, ranks, context):
             for remote in masters[1:]:
                 pool.routes[remote.rank] = remote.handle
             source = SearchSource(masters, settings, log)
-            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, budget, ranks.size,
-                                            "candle_mbo", context,
-                                            defaults=description.get("params"))
+            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, evaluations, ranks.size,
+                                            "candle_mbo", context, defaults=description.get("params"))
             if code >= 128:
                 return code
             pool.close()
@@ -204,6 +207,7 @@ def run(args, ranks, context):
             for remote in masters[1:]:
                 remote.close()
         saved = master.call(master.optimizer.save, experiment.path)
+        job.record_end(experiment, code)
     finally:
         experiment.close()
     records = experiment.records
@@ -220,8 +224,8 @@ def run(args, ranks, context):
     if best:
         extra.append("best: %s %s = %s with %s" % (best["run_id"], args.objective, format_objective(best["objective"]),
                                                    json.dumps(best["params"])))
-        extra.append("files: report.html, best.json, results.csv, results.jsonl%s%s"
-                     % (", " + os.path.basename(saved) if saved else "",
+        extra.append("files: %sbest.json, results.csv, results.jsonl%s%s"
+                     % ("" if args.no_report else "report.html, ", ", " + os.path.basename(saved) if saved else "",
                         "" if args.no_run_dirs else ", runs/<run_id>/"))
     job.finish(args, experiment, dispatcher.start if dispatcher else time.time(), records, n_workers, extra)
     return code

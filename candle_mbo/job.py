@@ -7,6 +7,7 @@ runs before the output directory is created or changed and before any worker rec
 
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -84,7 +85,6 @@ def resumable(args, kind, build_parser, identity):
         if name in args.typed and getattr(args, name, None):
             setattr(args, name, os.path.abspath(getattr(args, name)))
     cli.apply_stored(args, stored, identity, paths=PATH_OPTIONS)
-    args.stored_workers = stored.get("workers")
     return experiment
 
 
@@ -150,42 +150,84 @@ def check_pinned(args, experiment, inputs):
                          % ("; ".join(problems), experiment.file("inputs")))
 
 
+def check_workers(previous, settings):
+    """--resume: warn when this job has fewer workers than the experiment started with; return the count
+    experiment.yaml keeps (the original one; each resume records its own)."""
+    original = previous.get("workers")
+    workers = settings.get("workers")
+    if not isinstance(original, int) or isinstance(original, bool):
+        return workers
+    if workers < original:
+        ranks = original + (previous.get("masters_used") or 1)
+        log.warning("warning: resuming with %d worker%s; the experiment started with %d (resume it under mpiexec -n "
+                    "%d, or your launcher's equivalent, to keep its pace)", workers, "" if workers == 1 else "s",
+                    original, ranks)
+    elif workers > original:
+        log.info("note: resuming with %d workers; the experiment started with %d", workers, original)
+    return original
+
+
+def _now():
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def open_experiment(args, experiment, settings, inputs, param_columns=(), extra_columns=(), param_defaults=None):
-    """Create (or reopen, on --resume) the experiment: check and pin its inputs, write experiment.yaml."""
+    """Create (or reopen, on --resume) the experiment: check and pin its inputs, write experiment.yaml.
+
+    experiment.yaml keeps the command and start of the job that created the experiment; each resume is
+    appended to ``resumes`` (its command, start and workers), and each job's end is added to its entry by
+    :func:`record_end`. ``settings`` are the current ones, but ``workers`` stays the original count.
+    """
     if experiment is None:
         experiment = Experiment(next_experiment_dir(), resume=False)
     experiment.param_columns = list(param_columns)
     experiment.extra_columns = list(extra_columns)
     experiment.param_defaults = dict(param_defaults or {})
     previous = experiment.read_settings() if args.resume else {}
+    kept = dict(settings)
     if args.resume:
         check_pinned(args, experiment, inputs)
-        if previous.get("workers") and previous["workers"] != settings.get("workers"):
-            log.warning("warning: resuming with %d worker%s; the experiment ran with %d (launch it with the same "
-                        "mpiexec -n to keep the pace)", settings["workers"], "" if settings["workers"] == 1 else "s",
-                        previous["workers"])
+        kept["workers"] = check_workers(previous.get("settings") or {}, settings)
     experiment.open()
     for message in experiment.warnings:
         log.warning("warning: %s", message)
     pinned = previous.get("inputs") if args.resume and previous.get("inputs") else None
     if pinned is None or args.accept_changed:
         pinned = journal.pin(inputs, experiment.file("inputs"))
-    document = {
-        "candle_mbo": __version__,
-        "kind": settings.get("kind"),
-        "command": " ".join([os.path.basename(sys.executable), "-m", settings.get("entry", "candle_mbo")]
-                            + sys.argv[1:]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "settings": settings,
-        "inputs": pinned,
-    }
+    command = " ".join([os.path.basename(sys.executable), "-m", settings.get("entry", "candle_mbo")] + sys.argv[1:])
+    now = _now()
+    document = {"candle_mbo": __version__, "kind": settings.get("kind"), "command": command, "started": now}
     if args.resume:
-        document["first_started"] = previous.get("first_started", previous.get("started"))
-        document["resumed"] = previous.get("resumed", 0) + 1
+        document["command"] = previous.get("command", command)
+        document["started"] = previous.get("first_started", previous.get("started", now))  # older files: first_started
+        document.update((key, previous[key]) for key in END_KEYS if key in previous)
+    document.update(settings=kept, inputs=pinned)
+    if args.resume:
+        resumes = previous.get("resumes") or []
+        document["resumed"] = max(previous.get("resumed") or 0, len(resumes)) + 1
+        document["resumes"] = resumes + [{"command": command, "started": now, "workers": settings.get("workers")}]
+        accepted = previous.get("accepted_changes") or []
         if args.accept_changed and journal.changed_inputs(previous.get("inputs") or {}, inputs):
-            document["accepted_changes"] = previous.get("accepted_changes", []) + [document["started"]]
+            accepted = accepted + [now]
+        if accepted:
+            document["accepted_changes"] = accepted
     experiment.write_settings(document)
     return experiment
+
+
+#: What record_end adds to a job's entry of experiment.yaml.
+END_KEYS = ("ended", "exit_code", "stopped_by")
+
+
+def record_end(experiment, code, signal_name=None):
+    """Write rank 0's exit status (and the signal that stopped it) into this job's entry of experiment.yaml:
+    the last of ``resumes``, or the top level for the job that created the experiment."""
+    document = experiment.read_settings()
+    entry = document["resumes"][-1] if document.get("resumes") else document
+    entry.update(ended=_now(), exit_code=code)
+    if signal_name:
+        entry["stopped_by"] = signal_name
+    experiment.write_settings(document)
 
 
 def record_outcome(experiment, **outcome):
@@ -239,6 +281,10 @@ def dispatch(source, pool, experiment, args, settings, total, size, entry, conte
         code = dispatcher.run()
     finally:
         source.close()
+    if code >= 128:  # stopped by a signal: the job ends here
+        record_end(experiment, code, signal.Signals(dispatcher.signal[0]).name)
+    else:
+        progress.flush()
     return code, dispatcher
 
 

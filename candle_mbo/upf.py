@@ -29,8 +29,11 @@ EXAMPLE = """example:
 UPF file: one JSON object per line, e.g.
   {"id": "lr-small", "learning_rate": 0.001, "epochs": 5}
   {"id": "lr-large", "learning_rate": 0.1, "dense": "50 50 1"}
-exit codes: 0 every line has a result (failed runs included), 1 unexpected error, 2 bad input (nothing ran),
-3 stopped early because every run failed (--max-failures), 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+exit codes (rank 0's): 0 every line has a result (failed runs included), 1 unexpected error, 2 bad input
+(nothing ran), 3 stopped early because every run failed (--max-failures), 128+N stopped by signal N (130
+SIGINT: Ctrl-C without mpiexec; 143 SIGTERM: Ctrl-C under mpiexec, or the scheduler; 138 SIGUSR1). Open
+MPI's mpiexec exits 1 after Ctrl-C or SIGTERM (rank 0's code is in results.jsonl and experiment.yaml).
+Resume under the same mpiexec -n as the first job: with fewer ranks the rest runs on fewer workers.
 """
 
 # Settings a resumed UPF experiment keeps.
@@ -166,6 +169,7 @@ def run(args, ranks, context):
             start = dispatcher.start
         by_id = {line.run_id for line in lines}
         records = [r for r in experiment.records if r["run_id"] in by_id]
+        job.record_end(experiment, code)
     finally:
         experiment.close()
     job.finish(args, experiment, start, records, workers)

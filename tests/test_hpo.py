@@ -44,6 +44,8 @@ def test_numeric_space_sync_exact_budget(tmp_path):
     header = (out / "results.csv").read_text().splitlines()[0]
     assert header == "run_id,status,objective,duration_s,worker,started,finished,objective_source,epochs,iteration,prop_type,error,x1,x2"
     assert "best: run-" in result.stdout
+    assert "files: best.json, results.csv" in result.stdout and "report.html" not in result.stdout  # --no-report
+    assert not (out / "report.html").exists()
 
 
 @requires_mpi
@@ -229,6 +231,7 @@ def test_unknown_hyperparameter_names_are_warned_and_typos_refused(tmp_path):
 def test_help_shows_a_working_example():
     result = launch("candle_mbo", ["--help"], timeout=60)
     assert result.returncode == 0 and "mpiexec -n 3 python -m candle_mbo --model examples/digits" in result.stdout
+    assert "mpiexec -n 3 python -m candle_mbo --output experiments/digits1 --resume" in result.stdout  # same ranks
 
 
 @requires_mpi

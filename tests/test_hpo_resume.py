@@ -111,7 +111,7 @@ def test_kill_or_sigterm_at_five_moments_then_resume(tmp_path, moment, sig):
     dispatched = {e["run_id"] for e in journal if e.get("event") == "dispatched"}
     interrupted = dispatched - {r["run_id"] for r in before}
     if sig == signal.SIGTERM and alive and len(before) < BUDGET:
-        assert "interrupted (SIGTERM)" in stdout and "continue with: mpiexec -n 3 " in stdout, stdout
+        assert "stopped by SIGTERM" in stdout and "continue with: mpiexec -n 3 " in stdout, stdout
         if moment != "writing":  # there the dispatcher is held in the write until OpenMPI's SIGKILL
             events = [e for e in journal if e.get("event") == "interrupted"]
             assert events and interrupted <= set(events[-1]["run_ids"])  # one may still have finished ok

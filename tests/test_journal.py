@@ -6,6 +6,7 @@ import shutil
 import signal
 
 import pytest
+import yaml
 
 from conftest import (FIXTURES, describe, kill_group, launch, read_journal, read_records, requires_mpi,
                       session_pids, write_upf)
@@ -49,27 +50,37 @@ def finish(process, timeout=30):
 @requires_mpi
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_under_mpiexec_stops_every_rank_and_says_how_to_continue(tmp_path, sig):
-    lines = [{"id": "r%d" % i, "x": i, "epoch_s": 0.3} for i in range(5)]
+    lines = [{"id": "r%d" % i, "x": i, "epoch_s": 0.3, "epochs": 20} for i in range(5)]
     process = upf(tmp_path, lines, model=CKPT, np=3, wait=False)
-    assert wait_until(lambda: started(tmp_path, ["r0", "r1"]) and epochs_trained(tmp_path, "r0") >= 3, 90)
+    # both running (the workers may start seconds apart on a busy machine): neither has finished
+    assert wait_until(lambda: all(3 <= epochs_trained(tmp_path, r) < 20 for r in ("r0", "r1")), 90)
     process.send_signal(sig)  # to mpiexec, as Ctrl-C or a scheduler would
     code, out, err = finish(process)
     assert wait_until(lambda: not session_pids(process.pid), 10)  # every rank and runner ended
-    assert "interrupted (SIGTERM)" in out  # OpenMPI turns both into SIGTERM for the ranks
+    # OpenMPI turns both into SIGTERM for the ranks, and mpiexec itself exits 1: the line says what rank 0 saw
+    assert "stopped by SIGTERM (Ctrl-C or the scheduler)" in out and code == 1, (code, out)
     assert "continue with: mpiexec -n 3 " in out and "--resume" in out
     journal = read_journal(tmp_path / "out")
     interrupted = [e for e in journal if e.get("event") == "interrupted"]
-    finished = {e["run_id"] for e in journal if "status" in e}
-    dispatched = {e["run_id"] for e in journal if e.get("event") == "dispatched"}
-    # whatever had not finished when the signal came (r0 may just have made it on a loaded machine) is
-    # journaled as interrupted
-    assert interrupted and set(interrupted[0]["run_ids"]) == dispatched - finished
+    assert interrupted and {"r0", "r1"} <= set(interrupted[0]["run_ids"])
+    assert interrupted[0]["signal"] == "SIGTERM" and interrupted[0]["exit_code"] == 143  # rank 0's status
+    attempts = interrupted[0]["running"]  # where and since when each running run ran, for the timeline
+    assert {"r0", "r1"} <= set(attempts) and all(a["worker"] in (1, 2) for a in attempts.values())
+    settings = yaml.safe_load((tmp_path / "out" / "experiment.yaml").read_text())
+    assert (settings["exit_code"], settings["stopped_by"]) == (143, "SIGTERM") and settings["ended"]
     again = resume(tmp_path, np=3)
     assert again.returncode == 0, describe(again)
+    settings = yaml.safe_load((tmp_path / "out" / "experiment.yaml").read_text())
+    assert settings["exit_code"] == 143 and "--resume" not in settings["command"]  # the first job, kept
+    assert [r["exit_code"] for r in settings["resumes"]] == [0] and "--resume" in settings["resumes"][0]["command"]
+    log = (tmp_path / "out" / "runs" / "r0" / "model.log").read_text()
+    headers = [line for line in log.splitlines() if line.startswith("[candle_mbo] attempt")]
+    assert [h.split()[2].rstrip(",") for h in headers] == ["1", "2"], log  # each attempt opens with its number
+    assert log.index("restored from epoch") > log.index(headers[1])
     records = read_records(tmp_path / "out")
     assert sorted(r["run_id"] for r in records) == ["r%d" % i for i in range(5)]
     for run_id in ("r0", "r1"):  # continued from their own checkpoint: at most one epoch repeated
-        assert epochs_trained(tmp_path, run_id) <= 10 + 1, run_id
+        assert epochs_trained(tmp_path, run_id) <= 20 + 1, run_id
     dispatched = [e for e in read_journal(tmp_path / "out") if e.get("event") == "dispatched"]
     assert len(dispatched) == 5  # the reruns kept their journal entries: one per task
 
@@ -81,7 +92,7 @@ def test_ctrl_c_without_mpiexec_exits_130_with_the_resume_command(tmp_path):
     os.kill(process.pid, signal.SIGINT)
     code, out, err = finish(process)
     assert code == 130, out + err
-    assert "interrupted (SIGINT): 0 finished, 3 interrupted" in out
+    assert "stopped by SIGINT (Ctrl-C): 0 finished, 3 interrupted" in out
     assert "-m candle_mbo.upf --output %s --resume" % (tmp_path / "out") in out
     again = resume(tmp_path)
     assert again.returncode == 0, describe(again)
@@ -192,6 +203,26 @@ def test_paths_are_stored_absolute_so_a_resume_works_from_another_folder(tmp_pat
     assert first.returncode == 0, describe(first)
     elsewhere = launch("candle_mbo.upf", ["--output", str(work / "out"), "--resume"], cwd=str(tmp_path), timeout=60)
     assert elsewhere.returncode == 0, describe(elsewhere)
+
+
+@requires_mpi
+def test_a_resume_with_fewer_workers_warns_and_the_experiment_keeps_its_own_count(tmp_path):
+    lines = [{"id": "r%d" % i, "sleep": 3} for i in range(3)]
+    process = upf(tmp_path, lines, np=3, wait=False, extra=["--grace", "0"])
+    assert wait_until(lambda: len([e for e in read_journal(tmp_path / "out") if e.get("event") == "dispatched"]) >= 2
+                      if (tmp_path / "out" / "results.jsonl").exists() else False, 90)
+    process.send_signal(signal.SIGUSR1)  # forwarded to the ranks: a clean stop
+    code, out, err = finish(process, timeout=60)
+    assert code == 128 + signal.SIGUSR1, out + err
+    again = resume(tmp_path)  # no mpiexec: one local worker
+    assert again.returncode == 0, describe(again)
+    assert "warning: resuming with 1 worker; the experiment started with 2 (resume it under mpiexec -n 3" \
+        in again.stdout, again.stdout
+    settings = yaml.safe_load((tmp_path / "out" / "experiment.yaml").read_text())
+    assert settings["settings"]["workers"] == 2  # what the experiment started with
+    assert settings["resumes"][-1]["workers"] == 1  # what the resume ran with
+    same = resume(tmp_path, np=3)
+    assert same.returncode == 0 and "warning: resuming" not in same.stdout, describe(same)
 
 
 def test_a_half_created_experiment_can_be_started_again(tmp_path):

@@ -63,10 +63,34 @@ def test_every_run_that_is_not_ok_gets_its_own_line_with_its_whole_reason():
         own = [line for line in lines if run_id in line]
         assert len(own) == 1 and own[0].endswith("| reason: " + reason), own
     ok_lines = [line for line in lines if " ok " in line]
-    assert len(ok_lines) <= 2  # the first and the last one; the rest merged
-    merged = sum(int(line.split("| +")[1].split()[0]) for line in ok_lines if "| +" in line)
-    assert merged + len(ok_lines) == 200 - len(failures)  # every ok run is in a line or counted
-    assert "more ok" in ok_lines[-1]
+    assert len(ok_lines) <= 2 + len(failures)  # the first, the last, and those of the runs before each failure
+    assert sum(covered(line) for line in ok_lines) == 200 - len(failures)  # every ok run is in a line
+    assert "line covers" in ok_lines[-1]
+    assert_the_counter_moves_by_what_each_line_covers(lines, 200)
+
+
+def covered(line):
+    """The runs a progress line stands for: 1, or what a merged line says it covers."""
+    return int(line.split("| line covers ")[1].split()[0]) if "| line covers " in line else 1
+
+
+def assert_the_counter_moves_by_what_each_line_covers(lines, done):
+    counts = [int(line.split("[")[1].split("/")[0]) for line in lines]
+    assert counts[-1] == done, lines
+    previous = 0
+    for count, line in zip(counts, lines):
+        assert count - previous == covered(line), (previous, line)
+        previous = count
+
+
+def test_a_job_that_ends_before_its_total_still_counts_every_run():
+    bar, lines = make_progress(100, max_lines_per_s=0.001)
+    for i in range(1, 31):  # stopped early (--max-time, fail fast): 30 of 100
+        bar.update(record(i, "ok", objective=float(i)))
+    bar.flush()
+    assert_the_counter_moves_by_what_each_line_covers(lines, 30)
+    bar.flush()  # nothing waits any more: no line
+    assert len(lines) == 2
 
 
 def test_a_long_reason_is_shortened_at_a_word_boundary_on_its_line():

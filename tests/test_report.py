@@ -223,6 +223,48 @@ def test_convergence_keeps_the_bulk_readable_despite_an_outlier():
     matplotlib.pyplot.close(figure)
 
 
+def test_importance_is_plotted_when_the_runs_suffice(tmp_path):
+    from test_importance import dominant, runs
+
+    records = runs(40, 1, dominant)
+    for i, record in enumerate(records):
+        record.update(worker=1 + i % 2, started=T0 + i, finished=T0 + i + 0.5)
+    directory = write_experiment(tmp_path / "enough", "upf", records)
+    assert_report(report.render(directory), ["params.png", "importance.png", "timeline.png"])
+    figure = plots.importance(records, {"objective": "val_loss"})
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["interactions and noise", "noise", "kind",
+                                                                         "strong"]  # largest at the top
+    matplotlib.pyplot.close(figure)
+    directory = write_experiment(tmp_path / "few", "upf", records[:8])
+    assert_report(report.render(directory), ["params.png", "timeline.png"])  # too few: said in the summary only
+    assert "importance: too few runs" in open(os.path.join(directory, "report.html")).read()
+
+
+def test_the_timeline_shows_the_attempts_a_stop_signal_cut_short(tmp_path):
+    records = hpo_records(6)
+    rerun = records[2]  # cut short, then run again (its record is the later attempt)
+    stop = rerun["started"] - 0.5
+    cut = {"run-0099": {"worker": 1, "started": stop - 3.0},  # cut short, never run again
+           rerun["run_id"]: {"worker": rerun["worker"], "started": stop - 5.0}}
+    last = records[-1]  # finished ok as a later job stopped: its record is that attempt, not an interrupted one
+    events = [{"event": "interrupted", "run_ids": sorted(cut), "signal": "SIGTERM", "exit_code": 143, "running": cut,
+               "time": stop},
+              {"event": "interrupted", "run_ids": [last["run_id"]], "signal": "SIGUSR1", "exit_code": 138,
+               "running": {last["run_id"]: {"worker": last["worker"], "started": last["started"]}},
+               "time": last["finished"] + 0.1}]
+    directory = write_experiment(tmp_path / "cut", "hpo", records, tail="".join(json.dumps(e) + "\n" for e in events))
+    data = report.Data(directory)
+    attempts = data.interrupted_attempts()
+    assert sorted(a[0] for a in attempts) == sorted(["run-0099", rerun["run_id"]])
+    figure = plots.timeline(data.records, data.settings, 1, attempts)
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert "interrupted attempt (2)" in labels
+    hatched = [c for c in figure.axes[0].collections if c.get_hatch() == "///"]
+    assert sum(len(c.get_paths()) for c in hatched) == 2
+    matplotlib.pyplot.close(figure)
+    assert "timeline.png" in map(os.path.basename, report.render(directory))
+
+
 def test_timeline_bars_of_a_millisecond_are_visible():
     records = failing_level_records()
     figure = plots.timeline(records, {"workers": 2})

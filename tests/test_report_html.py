@@ -325,3 +325,30 @@ def test_a_long_table_shows_a_page_and_still_sorts_and_filters_every_run(tmp_pat
     assert len(column(browser, "run_id")) == 20
     assert browser.evaluate("document.getElementById('show-all').hidden") is True
     assert browser.problems() == []
+
+
+@requires_chromium
+def test_the_run_id_stays_in_view_while_a_wide_table_scrolls_sideways(tmp_path, browser):
+    from test_report import hpo_records, write_experiment
+    from candle_mbo import reporting as report
+
+    records = hpo_records(6)
+    for record in records:  # a wide parameter list
+        record["params"].update(("parameter_with_a_long_name_%02d" % i, 0.001 * i) for i in range(40))
+    directory = write_experiment(tmp_path / "wide", "hpo", records)
+    report.render(directory)
+    browser.open(os.path.join(directory, "report.html"))
+    geometry = ("(() => { const s = document.querySelector('.scroll'); s.scrollLeft = %s;"
+                " window.scrollTo(0, s.getBoundingClientRect().top + window.scrollY);"
+                " const cell = document.querySelector('#runs tbody tr td'); const head = document.querySelector("
+                "'#runs thead th'); const box = cell.getBoundingClientRect(); const frame = s.getBoundingClientRect();"
+                " const hit = document.elementFromPoint(box.x + 5, box.y + box.height / 2);"
+                " return [s.scrollLeft, s.scrollWidth - s.clientWidth, box.x - frame.x, head.getBoundingClientRect().x"
+                " - frame.x, cell.contains(hit), cell.textContent]; })()")
+    left, room, cell_x, head_x, on_top, text = browser.evaluate(geometry % "0")
+    assert room > 1000 and text in {r["run_id"] for r in records}  # the table is much wider than its frame
+    scrolled, _, cell_x2, head_x2, on_top2, _ = browser.evaluate(geometry % "1500")
+    assert scrolled == 1500
+    assert abs(cell_x2 - cell_x) < 2 and abs(head_x2 - head_x) < 2  # the id column did not move
+    assert on_top and on_top2  # and no other cell is drawn over it
+    assert browser.problems() == []

@@ -20,7 +20,8 @@ The loop also owns the job's end:
 - **signals**: SIGINT, SIGTERM and SIGUSR1 stop dispatching; SIGTERM and SIGUSR1 first let running runs
   finish for up to ``grace`` seconds; then what is still running is killed and journaled as interrupted,
   one line says how to continue, and the exit code is 128 + the signal's number. A second signal ends
-  the job at once (everything journaled so far stays valid).
+  the job at once (everything journaled so far stays valid). Under Open MPI's mpiexec, Ctrl-C reaches
+  the ranks as SIGTERM (and mpiexec itself exits 1), so the line names the signal with its usual causes.
 """
 
 import collections
@@ -44,6 +45,14 @@ EXIT_FAILING = 3
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 GRACE_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _FAULT = os.environ.get("CANDLE_MBO_INJECT_FAULT", "")
+_CAUSES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "Ctrl-C or the scheduler",
+           signal.SIGUSR1: "the scheduler, before the walltime"}
+
+
+def stopped_by(signum):
+    """``stopped by SIGTERM (Ctrl-C or the scheduler)``: the signal rank 0 got and what usually sends it."""
+    cause = _CAUSES.get(signum)
+    return "stopped by %s%s" % (signal.Signals(signum).name, " (%s)" % cause if cause else "")
 
 
 class Task:
@@ -288,8 +297,8 @@ class Dispatcher:
         if self._said:
             return
         self._said = True
-        line = ("interrupted (%s): %d finished, %d interrupted (they run again first); continue with: %s\n"
-                % (signal.Signals(signum).name, len(self.experiment.records), len(self.tasks) + len(self.unstarted),
+        line = ("%s: %d finished, %d interrupted (they run again first); continue with: %s\n"
+                % (stopped_by(signum), len(self.experiment.records), len(self.tasks) + len(self.unstarted),
                    self.resume_command))
         try:
             os.write(1, line.encode("utf-8", "replace"))
@@ -319,9 +328,9 @@ class Dispatcher:
         for result in results:
             self._record(result)
         unfinished = sorted(set(self.tasks) | set(self.unstarted))
-        name = signal.Signals(signum).name
-        if unfinished:
-            self.experiment.append_events([journal.interrupted(unfinished, name)])
+        running = {run_id: {"worker": rank, "started": since} for run_id, (rank, since) in self.pool.running().items()}
+        self.experiment.append_events([journal.interrupted(unfinished, signal.Signals(signum).name, 128 + signum,
+                                                           running)])
         self.experiment.sync()
         sys.stdout.flush()
         self._say_interrupted(signum)

@@ -12,8 +12,11 @@ things happen (see :class:`candle_mbo.core.store.Experiment` for durability). Tw
     on top of the benchmark's defaults; HPO adds ``x`` (the optimizer's untransformed point), ``step``
     (the proposal step, whose number also seeds R), ``prop_type``, ``info`` and ``master``; UPF adds
     ``line``.
-  - ``{"event": "interrupted", "run_ids", "signal", "time"}``, written when a signal stopped the job with
-    those tasks unfinished (informative: replay treats every dispatched, unfinished task alike).
+  - ``{"event": "interrupted", "run_ids", "signal", "exit_code", "running", "time"}``, written when a signal
+    stopped the job: the tasks left unfinished, the signal, rank 0's exit code (128 + the signal's number),
+    and for each run that was running ``{"worker", "started"}`` (when it went to its worker), so that the
+    report can draw the interrupted attempts. Informative: replay treats every dispatched, unfinished task
+    alike.
   - ``{"event": "epoch", "run_id", "epoch", "metrics", "time"}``, one per epoch report of a run while it
     trains (see candle_mbo.epochs), written as the reports arrive: the learning curves of every run,
     including those a kill interrupted, and what early discarding decided from.
@@ -61,8 +64,10 @@ def epoch(report):
             "time": report.get("time") or round(time.time(), 3)}
 
 
-def interrupted(run_ids, signal_name):
-    return {"event": INTERRUPTED, "run_ids": list(run_ids), "signal": signal_name, "time": time.time()}
+def interrupted(run_ids, signal_name, exit_code, running=None):
+    """The journal entry of a job stopped by ``signal_name`` (rank 0 exits ``exit_code``)."""
+    return {"event": INTERRUPTED, "run_ids": list(run_ids), "signal": signal_name, "exit_code": exit_code,
+            "running": dict(running or {}), "time": time.time()}
 
 
 class Replay:

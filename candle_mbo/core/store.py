@@ -2,7 +2,8 @@
 
 Layout of an experiment directory::
 
-    experiment.yaml   every resolved setting and the pinned inputs' hashes (written atomically at start)
+    experiment.yaml   every resolved setting, the pinned inputs' hashes, the first command and each resume
+                      (written atomically at start, and again when the job ends: its exit code)
     results.jsonl     the task journal: a record per finished run, and dispatched/interrupted events
                       (see candle_mbo.core.journal), appended and flushed as they happen
     results.csv       the run records as a table (rebuilt from results.jsonl on resume and at the end)

@@ -71,6 +71,7 @@ class Pool:
             self._file(worker)
         self.tasks = {}  # run_id -> task, sent and not finished
         self.owner = {}  # run_id -> worker rank
+        self.sent_at = {}  # run_id -> time.time() when it went to its worker
         self.queue = collections.deque()
         self.recent = collections.deque(maxlen=self.WINDOW)  # durations of the last runs
         self.mean_duration = None
@@ -161,6 +162,11 @@ class Pool:
         """Usable workers with nothing in flight."""
         return len(self._load[0])
 
+    def running(self):
+        """``{run_id: (worker rank, time it was sent)}`` of the tasks in flight (a pipelined short run
+        starts right after the one before it)."""
+        return {run_id: (self.owner[run_id], self.sent_at.get(run_id)) for run_id in self.tasks if run_id in self.owner}
+
     def cancel_queued(self):
         """Drop the tasks not yet sent to a worker; return them."""
         dropped = list(self.queue)
@@ -228,9 +234,11 @@ class Pool:
             if worker is None:
                 return
             chunk = [self.queue.popleft() for _ in range(min(self._chunk_size(), len(self.queue)))]
+            now = time.time()
             for task in chunk:
                 self.tasks[task["run_id"]] = task
                 self.owner[task["run_id"]] = worker.rank
+                self.sent_at[task["run_id"]] = now
             if not worker.messages:
                 worker.head_since = time.monotonic()
             worker.messages.append([t["run_id"] for t in chunk])
@@ -257,6 +265,7 @@ class Pool:
         self.queue.extendleft(reversed(tasks))
 
     def _forget(self, run_id):
+        self.sent_at.pop(run_id, None)
         rank = self.owner.pop(run_id, None)
         if rank is None:
             return

@@ -5,6 +5,8 @@ a worker rank directly (``--isolation none``), and in tests.
 
 Per run it creates ``<run_dir>/`` with ``params.json`` (exactly what ``run()`` received), ``model.log``
 (the run's stdout and stderr) and ``result.json`` (status, objective, duration, history as lists).
+A run that runs again (an interrupted run, on resume) appends to its model.log: every attempt opens
+with a line ``[candle_mbo] attempt N of run ID, started TIME on HOST (pid P)``.
 """
 
 import ast
@@ -16,6 +18,7 @@ import io
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -30,6 +33,7 @@ from . import candle_lib_hooks
 from .objective import REDUCTIONS, explain_missing, find_objective, objective_from, read_tail  # noqa: F401
 
 WORKDIRS = ("run", "model")
+ATTEMPT_HEADER = "[candle_mbo] attempt"
 
 
 class ModelError(Exception):
@@ -287,6 +291,7 @@ class Runner:
         self.reporter = reporter
         self.await_answers = bool(await_answers and reporter is not None)
         self._shared_log = None
+        self._host = socket.gethostname()
         self._accepts_default_model = _accepts_keyword(self.module.initialize_parameters, "default_model")
 
     @classmethod
@@ -355,14 +360,16 @@ class Runner:
         """
         run_id = str(task["run_id"])
         run_dir = task.get("run_dir")
+        attempt = None
         if run_dir:
+            attempt = 1
+            log_path = os.path.join(run_dir, "model.log")
             try:
                 os.mkdir(run_dir)
-            except FileExistsError:
-                pass  # a rerun (resume) writes over the old files
+            except FileExistsError:  # a rerun (resume): the other files are written over, the log goes on
+                attempt = earlier_attempts(log_path) + 1
             except FileNotFoundError:
                 os.makedirs(run_dir, exist_ok=True)
-            log_path = os.path.join(run_dir, "model.log")
             output = self._capture.to(log_path)
         else:
             log_path = self.output_log
@@ -370,6 +377,11 @@ class Runner:
         started = time.time()
         record = {"run_id": run_id, "status": FAILED, "objective": None, "started": started}
         with output as log:
+            if attempt is not None:
+                log.write("%s %d of run %s, started %s on %s (pid %d)\n" % (
+                    ATTEMPT_HEADER, attempt, run_id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+                    self._host, os.getpid()))
+                log.flush()
             where = _OutputPlace(log_path, log)
             history, extra = self._execute(task, run_id, run_dir, record, log, where)
         finished = time.time()
@@ -465,6 +477,22 @@ class Runner:
                 yield target
             finally:
                 _flush_streams()
+
+
+def earlier_attempts(log_path):
+    """How many attempts a run's model.log already holds: its attempt lines, or 1 for a log without any."""
+    marker = ("\n" + ATTEMPT_HEADER + " ").encode()
+    count, tail, seen_any = 0, b"\n", False
+    try:
+        with open(log_path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                seen_any = True
+                text = tail + block
+                count += text.count(marker)
+                tail = text[-len(marker) + 1:]
+    except OSError:
+        return 0
+    return max(count, 1) if seen_any else 0
 
 
 def write_run_result(run_dir, record, history=None, extra=None, atomic=False):

@@ -8,7 +8,8 @@ finished experiment as well as on one that is still running, or was killed::
     python -m candle_mbo.report experiments/EXP001
 
 prints the summary and writes, into the experiment directory, convergence.png (HPO), params.png,
-learning_curves.png (when runs report a history of the objective), timeline.png and report.html: the
+importance.png (when enough runs show which parameters matter), learning_curves.png (when runs report a
+history of the objective), timeline.png and report.html: the
 summary, the best parameters, the plots (embedded) and a sortable, filterable table of every run. The
 page needs no network and no server: copy that one file to a laptop and open it.
 """
@@ -24,7 +25,7 @@ import yaml
 from ..errors import UsageError
 from .progress import summary
 
-PLOT_NAMES = ("convergence.png", "params.png", "learning_curves.png", "timeline.png")
+PLOT_NAMES = ("convergence.png", "params.png", "importance.png", "learning_curves.png", "timeline.png")
 HTML_NAME = "report.html"
 
 
@@ -34,19 +35,24 @@ class CorruptResults(UsageError):
 
 # -- reading -------------------------------------------------------------------------------------
 def read_records(path):
-    """The run records of a results log, in file order.
+    """The run records of a results log, in file order (see read_journal)."""
+    return read_journal(path)[0]
+
+
+def read_journal(path):
+    """``(records, stops)``: the run records of a results log in file order, and its ``interrupted`` events.
 
     Tolerant where a log legitimately differs from a list of records: a torn last line (a kill during
-    the write) is skipped, and so are JSON lines that are not run records (no ``status``: journal
-    entries). A later record of the same run id replaces nothing: the first one is kept, as the store
-    does. A line in the middle that is not JSON raises CorruptResults naming the file and line.
+    the write) is skipped, and so are the other journal events. A later record of the same run id
+    replaces nothing: the first one is kept, as the store does. A line in the middle that is not JSON
+    raises CorruptResults naming the file and line.
     """
     if not os.path.exists(path):
-        return []
+        return [], []
     with open(path, "rb") as handle:
         data = handle.read()
     *complete, tail = data.split(b"\n")
-    records, seen = [], set()
+    records, stops, seen = [], [], set()
     for number, raw in enumerate(complete + [tail], start=1):
         if not raw.strip():
             continue
@@ -56,6 +62,8 @@ def read_records(path):
             if number == len(complete) + 1:
                 break  # the torn last line
             raise CorruptResults("%s:%d: corrupt record (%s)" % (path, number, exc)) from None
+        if isinstance(record, dict) and record.get("event") == "interrupted":
+            stops.append(record)
         if not isinstance(record, dict) or "status" not in record or "run_id" not in record:
             continue
         record["run_id"] = str(record["run_id"])
@@ -63,7 +71,7 @@ def read_records(path):
             continue
         seen.add(record["run_id"])
         records.append(record)
-    return records
+    return records, stops
 
 
 class Data:
@@ -83,7 +91,7 @@ class Data:
         self.meta = meta if isinstance(meta, dict) else {}
         settings = self.meta.get("settings")
         self.settings = settings if isinstance(settings, dict) else {}
-        self.records = read_records(os.path.join(self.path, "results.jsonl"))
+        self.records, self.stops = read_journal(os.path.join(self.path, "results.jsonl"))
         self.epoch_curves = read_epoch_curves(os.path.join(self.path, "results.jsonl"))
         self.records.sort(key=lambda r: _float(r.get("finished"), math.inf))
         kind = self.meta.get("kind") or self.settings.get("kind")
@@ -105,6 +113,25 @@ class Data:
     def n_workers(self):
         workers = self.settings.get("workers")
         return workers if isinstance(workers, int) and not isinstance(workers, bool) else 0
+
+    def interrupted_attempts(self):
+        """``[(run_id, worker, started, stopped)]``: the runs a signal stopped while they ran (from the
+        journal's interrupted events), except those that still finished in that last moment."""
+        finished = {r["run_id"]: _float(r.get("started")) for r in self.records}
+        attempts = []
+        for stop in self.stops:
+            stopped = _float(stop.get("time"))
+            running = stop.get("running") if isinstance(stop.get("running"), dict) else {}
+            for run_id, where in running.items():
+                started = _float(where.get("started")) if isinstance(where, dict) else None
+                worker = where.get("worker") if isinstance(where, dict) else None
+                if started is None or stopped is None or not isinstance(worker, int):
+                    continue
+                record_start = finished.get(str(run_id))
+                if record_start is not None and started <= record_start <= stopped:
+                    continue  # this attempt is the record: it finished ok as the job stopped
+                attempts.append((str(run_id), worker, started, stopped))
+        return attempts
 
     def has_run_dirs(self):
         return os.path.isdir(os.path.join(self.path, "runs"))
@@ -217,8 +244,10 @@ def _render(data, html=True):
     figures = {
         "convergence.png": (lambda: plots.convergence(data.records, data.settings)) if data.kind == "hpo" else None,
         "params.png": lambda: _params_figure(plots, data),
+        "importance.png": lambda: plots.importance(data.records, data.settings),
         "learning_curves.png": lambda: plots.learning_curves(data.records, data.settings, data.histories()),
-        "timeline.png": lambda: plots.timeline(data.records, data.settings, data.resumed),
+        "timeline.png": lambda: plots.timeline(data.records, data.settings, data.resumed,
+                                               data.interrupted_attempts()),
     }
     paths = []
     for name in PLOT_NAMES:
@@ -278,7 +307,7 @@ def main(argv=None):
         prog="python -m candle_mbo.report", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Summarize an experiment and write its report into DIR: report.html (one self-contained "
                     "page: summary, best parameters, plots, a sortable table of every run) and the plots "
-                    "convergence.png (HPO), params.png, learning_curves.png, timeline.png.",
+                    "convergence.png (HPO), params.png, importance.png, learning_curves.png, timeline.png.",
         epilog="example:\n  python -m candle_mbo.report experiments/EXP001")
     parser.add_argument("directory", metavar="DIR", help="an experiment directory (holding results.jsonl)")
     try:

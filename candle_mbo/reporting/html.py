@@ -30,6 +30,9 @@ CAPTIONS = {
                        "every run as a mark (how it was proposed), runs not ok as x above the plot.",
     "params.png": "the objective against each hyperparameter (HPO, or a UPF of many lines), or one row per "
                   "UPF line, best first, with the reason of each run that is not ok.",
+    "importance.png": "which parameters matter: the share of the variation in the objective's ranks that each "
+                      "parameter explains (main effects of an additive model fitted to the ok runs; the rest "
+                      "is interactions between parameters and noise).",
     "learning_curves.png": "the objective per epoch: the best runs in color, every other run faded.",
     "timeline.png": "each run as a bar on its worker, colored by status; the utilization is the summary's.",
 }
@@ -59,6 +62,9 @@ def page(data, plot_paths):
         "command": _text(data.meta.get("command")) if data.meta.get("command") else None,
         "started": _text(data.meta.get("first_started") or data.meta.get("started") or "").replace("T", " ") or None,
         "resumed": data.resumed,
+        "resumes": [{"command": _text(r.get("command") or ""), "started": _text(r.get("started") or "").replace("T", " "),
+                     "end": _end_text(r)} for r in (data.meta.get("resumes") or []) if isinstance(r, dict)],
+        "end": _end_text(data.meta),
         "written": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
         "records": data.records,
         "counts": [(s, counts[s]) for s in ALL if counts.get(s)] + sorted(
@@ -77,6 +83,14 @@ def page(data, plot_paths):
         "script_hash": _csp_hash(js),
     }
     return environment.get_template("report.html.j2").render(context)
+
+
+def _end_text(job):
+    """How a job ended, from its experiment.yaml entry: ``exit 143 (SIGTERM)``, or None while unknown."""
+    code = job.get("exit_code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        return None
+    return "exit %d%s" % (code, " (%s)" % _text(job["stopped_by"]) if job.get("stopped_by") else "")
 
 
 def _read(name):

@@ -32,6 +32,7 @@ from ..status import CRASHED, FAILED, OK, PRUNED, TIMEOUT  # noqa: E402
 
 STATUS_COLORS = {OK: "#4daf4a", PRUNED: "#377eb8", FAILED: "#ff7f00", TIMEOUT: "#984ea3", CRASHED: "#e41a1c"}
 OTHER_COLOR = "#999999"
+INTERRUPTED_COLOR = "#dddddd"  # an attempt a stop signal cut short (it ran again on resume)
 KIND_STYLE = {  # how a point was proposed -> (marker, color, label)
     "design": ("s", "#888888", "initial design"),
     "model-based": ("o", "#1f77b4", "model-based proposal"),
@@ -596,21 +597,53 @@ def _rungs(settings, epochs):
         out.append(rung)
         rung *= eta
     return out
+# -- parameter importance -----------------------------------------------------------------------
+def importance(records, settings):
+    """Horizontal bars: the share of the objective ranks' variation each parameter explains
+    (:mod:`candle_mbo.reporting.importance`); None when no parameter varies or the runs are too few."""
+    from .importance import importance as compute
+
+    result = compute(records)
+    if result is None or not result.shares:
+        return None
+    name, _ = direction(settings)
+    shares = list(reversed(result.shares))  # the largest at the top
+    rest = max(0.0, 1.0 - result.explained)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.35 * (len(shares) + 1)), layout="constrained")
+    labels = ["interactions and noise"] + [label(n) for n, _ in shares]
+    values = [rest] + [share for _, share in shares]
+    colors = ["#cccccc"] + ["#1f77b4"] * len(shares)
+    bars = ax.barh(range(len(values)), [100 * v for v in values], color=colors)
+    for bar, value in zip(bars, values):
+        ax.text(bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, "%.0f%%" % (100 * value), va="center",
+                fontsize=9)
+    ax.set_yticks(range(len(values)), labels)
+    ax.set_xlim(0, 110)
+    ax.set_xlabel("share of the variation in %s ranks (%%)" % name)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Parameter importance: what each parameter explains, from %d ok runs\n(main effects of an "
+                 "additive model of the ranks; the rest is interactions and noise)" % result.runs, fontsize=10)
+    return fig
 
 
 # -- timeline -----------------------------------------------------------------------------------
-def timeline(records, settings, resumed=0):
-    """A Gantt chart of the runs per worker rank, colored by status, with the workers' utilization."""
+def timeline(records, settings, resumed=0, interrupted=()):
+    """A Gantt chart of the runs per worker rank, colored by status, with the workers' utilization.
+
+    ``interrupted``: ``[(run_id, worker, started, stopped)]`` of the attempts a stop signal cut short
+    (Data.interrupted_attempts), drawn hatched in grey where they ran.
+    """
     runs = [(r, run_interval(r)) for r in records if isinstance(r.get("worker"), int)]
     runs = [(r, i) for r, i in runs if i is not None]
     if not runs:
         return None
     usage = utilization([r for r, _ in runs], number(settings.get("workers"), 0))
-    t0, t1 = usage.start, usage.end
+    t0 = min([usage.start] + [a[2] for a in interrupted])
+    t1 = max([usage.end] + [a[3] for a in interrupted])
     divisor, unit = _time_unit(t1 - t0)
     width = max((t1 - t0) / divisor, 1.0 / divisor)
     min_bar = width * MIN_BAR_FRACTION
-    workers = sorted({r["worker"] for r, _ in runs})
+    workers = sorted({r["worker"] for r, _ in runs} | {a[1] for a in interrupted})
     fig, ax = plt.subplots(figsize=(12, min(12, 2.0 + 0.4 * len(workers))), layout="constrained")
     statuses = status_order(r.get("status") for r, _ in runs)
     handles = []
@@ -624,6 +657,15 @@ def timeline(records, settings, resumed=0):
                            linewidth=0.3 if len(spans) < 2000 else 0, zorder=2 if status == OK else 3)
         handles.append(matplotlib.patches.Patch(facecolor=color(status), edgecolor="black", linewidth=0.3,
                                                 label="%s (%d)" % (status, sum(map(len, mine.values())))))
+    if interrupted:
+        cut = collections.defaultdict(list)
+        for _, worker, started, stopped in interrupted:
+            cut[worker].append(((started - t0) / divisor, max((stopped - started) / divisor, min_bar)))
+        for worker, spans in cut.items():
+            ax.broken_barh(spans, (worker - 0.35, 0.7), facecolors=INTERRUPTED_COLOR, edgecolors="black",
+                           linewidth=0.3, hatch="///", zorder=1)
+        handles.append(matplotlib.patches.Patch(facecolor=INTERRUPTED_COLOR, edgecolor="black", linewidth=0.3,
+                                                hatch="///", label="interrupted attempt (%d)" % len(interrupted)))
     if len(workers) <= 40:
         ax.set_yticks(workers, ["rank %d" % w for w in workers])
     ax.set_xlim(0, width * 1.01)

@@ -15,6 +15,7 @@ import time
 
 from ..search.optimizer import origin
 from ..status import ALL, OK, PRUNED
+from .importance import describe as describe_importance, importance
 
 #: A failure reason longer than this is shortened (at a word boundary) in progress lines and the summary;
 #: results.jsonl, results.csv and report.html keep it whole.
@@ -82,7 +83,9 @@ class Progress:
 
     When ok runs finish faster than ``max_lines_per_s``, their lines are merged into one line per
     interval (a 20,000-run UPF of quick runs would otherwise spend its time printing); the merged line
-    says how many it stands for. A run that is not ok always gets a line of its own, with its reason.
+    says how many runs it covers. A run that is not ok always gets a line of its own, with its reason,
+    after the line of the ok runs merged before it, so that the counter moves by what each line covers;
+    ``flush()`` prints the merged runs still waiting for a line (at the end of a job).
 
     Runs that report epochs (see candle_mbo.epochs) add how far the running ones are ("12 running, median
     epoch 5/27") to each line, and a line of its own when nothing else was said for ``quiet_s`` seconds.
@@ -103,7 +106,8 @@ class Progress:
         self.counts = {s: 0 for s in ALL}
         self.max_lines_per_s = max_lines_per_s
         self._last_line = 0.0
-        self._skipped = 0
+        self._merged = 0  # ok runs finished since the last line
+        self._pending = None  # the last of them
         self.quiet_s = quiet_s
         self.running = {}  # run_id -> (epochs reported so far, epochs planned or None), while it runs
         self._last_said = time.time()
@@ -144,20 +148,32 @@ class Progress:
         self.log.info("[%*d/%d] %s | best %s", len(str(self.total)), self.done, self.total, self.running_text(), best)
 
     def update(self, record):
+        ok = record.get("status") == OK
+        if not ok:
+            self.flush()
         self.done += 1
         self._account(record)
         self.running.pop(record.get("run_id"), None)
         if self.quiet:
             return
         now = time.time()
-        ok = record.get("status") == OK
         if ok and now - self._last_line < 1.0 / self.max_lines_per_s and self.done < self.total:
-            self._skipped += 1
+            self._merged += 1
+            self._pending = record
             return
-        self._last_line = self._last_said = now
-        self.log.info(self._line(record, now))
+        self._emit(record, now, self._merged + 1 if ok else 1)
 
-    def _line(self, record, now):
+    def flush(self):
+        """Print the line of the ok runs merged since the last line, if any."""
+        if self._pending is not None and not self.quiet:
+            self._emit(self._pending, time.time(), self._merged)
+
+    def _emit(self, record, now, covers):
+        self._merged, self._pending = 0, None
+        self._last_line = self._last_said = now
+        self.log.info(self._line(record, now, covers))
+
+    def _line(self, record, now, covers=1):
         elapsed = now - self.start
         finished_here = self.done - self.initial_done
         rate = finished_here / elapsed * 60 if elapsed > 0 else 0.0
@@ -178,9 +194,8 @@ class Progress:
         running = self.running_text()
         if running:
             line += " | " + running
-        if ok and self._skipped:
-            line += " | +%d more ok" % self._skipped
-            self._skipped = 0
+        if covers > 1:
+            line += " | line covers %d ok runs" % covers
         if not ok and record.get("status") != PRUNED:
             line += " | reason: %s" % shorten(reason(record))
         return line
@@ -266,7 +281,8 @@ def proposal_counts(records):
 def summary(records, objective_name, maximize, start, wall_s, n_workers, experiment_path, top=5,
             logs="runs/<run_id>/model.log"):
     """The end-of-run summary lines: counts by status and by how points were proposed, the best runs with
-    their parameters, every failure reason, time and the workers' utilization.
+    their parameters, which parameters matter (importance.py), every failure reason, time and the
+    workers' utilization.
 
     ``start`` (epoch seconds) and ``wall_s`` describe this job: utilization counts the runs started since
     ``start`` (not the ones a resume inherited). With ``start`` None (a report after the fact) every
@@ -291,6 +307,9 @@ def summary(records, objective_name, maximize, start, wall_s, n_workers, experim
             params = record.get("params") if isinstance(record.get("params"), dict) else {}
             params = ", ".join("%s=%s" % (k, _short(v)) for k, v in params.items())
             lines.append("  %d. %s  %s  %s" % (rank, record["run_id"], format_objective(record["objective"]), params))
+    which = describe_importance(importance(records), objective_name)
+    if which:
+        lines.append(which)
     lines.extend(_failures(records, experiment_path, logs))
     mine = records if start is None else [r for r in records if (run_interval(r) or (0, 0))[0] >= start]
     usage = utilization(mine, n_workers)

@@ -175,7 +175,7 @@ class MBOOptimizer(_RSpace):
     points running at once, i.e. the workers), learner, crit, profile ('mlrmbo' or 'fast'), maximize,
     lie (async: the value assumed for running points), random_lambda (async cb: a fresh Exp(1) lambda
     per point). Criteria that cannot choose several points at once are refused (UsageError).
-    Tuning (benchmarks; defaults are measured, see README "Performance"): batch ('lambdas',
+    Tuning (benchmarks; defaults are measured, see docs/performance.md): batch ('lambdas',
     'believer', 'both': how one fit gives k points), max_fit_rows (the most rows a fit takes: 200 for
     kriging, 300 for forests), reuse_hyper (async kriging keeps its hyperparameters until the results
     grow by 10%; default true).

@@ -4,7 +4,7 @@ Needs TensorFlow 2 (``from tensorflow import keras``); the first run downloads M
 ~/.keras/datasets. It reports Keras' own History (loss, accuracy, val_loss, val_accuracy per epoch),
 so candle_mbo reads val_loss from it as from any CANDLE benchmark.
 
-Run it alone:   python examples/mnist/mnist_mlp.py -e 2
+Run it alone:   python examples/mnist/mnist_mlp.py -e 2   (mnist_mlp_pytorch.py: the same in PyTorch)
 Fixed list:     python -m candle_mbo.upf --model examples/mnist/mnist_mlp.py --upf upf/mnist.upf
 Search it:      python -m candle_mbo --model examples/mnist/mnist_mlp.py --space examples/mnist/space.R
 """
