@@ -175,15 +175,17 @@ def browser(tmp_path):
 # -- a real search with faults -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def faulty_search(tmp_path_factory, mlrmbo):
-    """An HPO of the faulty benchmark: failures for x > 1.5, crashes for y < -3.5, hangs for x < -2.6."""
+    """An HPO of the faulty benchmark: failures for x > 1.5, crashes for y < -3.4, hangs for x < -2.0. The
+    design's Latin hypercube has a point in each tenth of each range, so that every kind of failure occurs;
+    sync mode with a seed proposes the same points every time."""
     folder = tmp_path_factory.mktemp("faulty")
     regions = folder / "regions.txt"
-    regions.write_text("[Global_Params]\nmodel_name = 'faulty'\nfail_if_x_above = 1.5\ncrash_if_y_below = -3.5\n"
-                       "hang_if_x_below = -2.6\n")
+    regions.write_text("[Global_Params]\nmodel_name = 'faulty'\nfail_if_x_above = 1.5\ncrash_if_y_below = -3.4\n"
+                       "hang_if_x_below = -2.0\n")
     out = folder / "out"
     result = launch("candle_mbo", ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"),
                                    "--default-model", regions, "--output", out, "--budget", 16, "--design-size", 10,
-                                   "--seed", 4, "--timeout", 2], np=3, timeout=400)
+                                   "--seed", 4, "--timeout", 2, "--mode", "sync"], np=3, timeout=400)
     assert result.returncode == 0, describe(result)
     return out, result
 
