@@ -258,6 +258,7 @@ def test_fetch_file_caches_and_fails_clearly_offline(tmp_path, monkeypatch):
     source.write_text("a,b\n1,2\n")
     path = candle.fetch_file("file://" + str(source), "sub")
     assert path == str(tmp_path / "data" / "sub" / "source.csv") and open(path).read() == "a,b\n1,2\n"
+    assert os.listdir(tmp_path / "data" / "sub") == ["source.csv"]  # nothing else beside the data (no .lock)
     source.unlink()
     assert candle.fetch_file("file://" + str(source), "sub") == path  # cached: no access needed
     with pytest.raises(OSError, match="place the file at"):

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import random
+import signal
 import subprocess
 import sys
 import tarfile
@@ -97,7 +98,7 @@ def test_fetch_file_unpacks_archives_once_for_concurrent_workers(tmp_path, monke
         thread.join(30)
     assert not errors and set(results) == {str(tmp_path / "data" / "Pilot9" / "pkg")}
     assert (tmp_path / "data" / "Pilot9" / "pkg" / "data.csv").read_text() == "a,b\n1,2\n"
-    assert not [n for n in os.listdir(tmp_path / "data" / "Pilot9") if ".part" in n]
+    assert not [n for n in os.listdir(tmp_path / "data" / "Pilot9") if ".part" in n or n.endswith(".lock")]
 
 
 # -- argument parsing helpers ----------------------------------------------------------------------------
@@ -411,3 +412,48 @@ def test_star_import_and_dir():
     exec("from candle import *", namespace)  # noqa: S102 - what old benchmark code does
     assert {"finalize_parameters", "Benchmark", "str2bool", "set_up_logger"} <= set(namespace)
     assert {"CandleCkptPyTorch", "plot_history", "r2"} <= set(dir(candle))
+
+
+WAITER = """
+import os, sys, time
+import candle
+target, url = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while not os.path.exists(target) and time.monotonic() < deadline:
+    time.sleep(0.0002)
+path = candle.fetch_file(url, "Pilot9")
+big = os.path.join(path, "z_big.bin")
+print(os.path.getsize(big) if os.path.exists(big) else -1, flush=True)
+"""
+
+
+def test_a_second_process_never_gets_a_half_unpacked_folder(tmp_path):
+    """20.12: one process unpacks a large archive; another asks for it the moment its folder appears, and must
+    get the whole of it (unpacked aside and renamed into place), never a folder still being written."""
+    from conftest import env
+
+    source = tmp_path / "src" / "pkg"
+    source.mkdir(parents=True)
+    (source / "a_first.txt").write_text("first\n")
+    (source / "z_big.bin").write_bytes(b"\0" * (48 << 20))  # unpacked last, over a noticeable time
+    archive = tmp_path / "pkg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname="pkg")
+    url = "file://" + str(archive)
+    variables = env(CANDLE_DATA_DIR=tmp_path / "data")
+    target = tmp_path / "data" / "Pilot9" / "pkg"
+    waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(target), url], env=variables, text=True,
+                              stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert waiter.stdout.readline().strip() == "ready"
+        unpacker = subprocess.run([sys.executable, "-c", "import candle, sys; candle.fetch_file(sys.argv[1], 'Pilot9')",
+                                   url], env=variables, timeout=120, capture_output=True, text=True)
+        assert unpacker.returncode == 0, unpacker.stderr
+        seen, _ = waiter.communicate(timeout=120)
+    finally:
+        if waiter.poll() is None:
+            os.killpg(waiter.pid, signal.SIGKILL)
+    assert seen.strip() == str(48 << 20)
+    assert sorted(os.listdir(target)) == ["a_first.txt", "z_big.bin"]
+    assert [n for n in os.listdir(target.parent) if n.startswith(".")] == []  # no temporary folder left

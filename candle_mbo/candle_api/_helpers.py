@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 
 _TRUE = ("yes", "true", "t", "y", "1")
 _FALSE = ("no", "false", "f", "n", "0")
@@ -131,9 +132,10 @@ def get_file(fname, origin, unpack=False, md5_hash=None, cache_subdir="common", 
     is extracted next to it and the extracted path is returned.
     Offline, the error says where to put the file by hand.
 
-    Several workers may ask for the same file at once (one data folder per job): a lock file beside it
-    lets one download and unpack while the others wait, and the download goes through a private
-    partial file renamed into place, so nobody ever reads half a file.
+    Several workers may ask for the same file at once (one data folder per job): a lock on the cache folder
+    (nothing is left beside the data) lets one download and unpack while the others wait, and both the
+    download and the unpacked folder are made privately and renamed into place, so nobody ever reads half a
+    file or half a folder.
     """
     unpack = unpack or untar or fname.endswith(_AUTO_UNPACK)
     base = datadir or data_dir()
@@ -149,11 +151,11 @@ def get_file(fname, origin, unpack=False, md5_hash=None, cache_subdir="common", 
                 break
         untar_target = os.path.join(folder, stem)
         if os.path.exists(untar_target):
-            return untar_target
+            return untar_target  # whole: an unpacked folder only appears once complete (see _unpack_beside)
     elif os.path.exists(fpath) and not md5_hash:
         return fpath
 
-    with _exclusive(fpath + ".lock"):
+    with _exclusive(folder):
         if untar_target and os.path.exists(untar_target):
             return untar_target  # another worker unpacked it while we waited
         if os.path.exists(fpath) and md5_hash and _md5(fpath) != md5_hash:
@@ -162,10 +164,24 @@ def get_file(fname, origin, unpack=False, md5_hash=None, cache_subdir="common", 
         if not os.path.exists(fpath):
             _download(origin, fpath, md5_hash)
         if unpack:
-            if not _unpack(fpath, folder):
-                raise OSError("%s is neither a tar nor a zip archive; cannot unpack it" % fpath)
+            _unpack_beside(fpath, folder)
             return untar_target if os.path.exists(untar_target) else folder
     return fpath
+
+
+def _unpack_beside(archive, folder):
+    """Unpack ``archive`` into ``folder``: first into a private temporary folder there, then each top-level
+    entry renamed into place (an entry that is already there, unpacked or staged by hand, is kept)."""
+    scratch = tempfile.mkdtemp(prefix=".%s.unpack-" % os.path.basename(archive), dir=folder)
+    try:
+        if not _unpack(archive, scratch):
+            raise OSError("%s is neither a tar nor a zip archive; cannot unpack it" % archive)
+        for name in os.listdir(scratch):
+            destination = os.path.join(folder, name)
+            if not (os.path.isdir(destination) and os.path.isdir(os.path.join(scratch, name))):
+                os.replace(os.path.join(scratch, name), destination)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _download(origin, fpath, md5_hash):
@@ -190,27 +206,28 @@ def _download(origin, fpath, md5_hash):
 
 
 class _exclusive:
-    """An advisory lock on ``path`` (flock); a no-op where the file system does not support locks."""
+    """An advisory lock (flock) on the folder ``path`` itself, so that no lock file is left among the data;
+    a no-op where the file system does not support locks."""
 
     def __init__(self, path):
         self.path = path
-        self.handle = None
+        self.fd = None
 
     def __enter__(self):
         try:
             import fcntl
 
-            self.handle = open(self.path, "a")
-            fcntl.flock(self.handle, fcntl.LOCK_EX)
+            self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         except (ImportError, OSError):
-            if self.handle is not None:
-                self.handle.close()
-            self.handle = None
+            if self.fd is not None:
+                os.close(self.fd)
+            self.fd = None
         return self
 
     def __exit__(self, *exc):
-        if self.handle is not None:
-            self.handle.close()  # closing releases the lock
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
 
 
 def fetch_file(link, subdir, unpack=False, md5_hash=None, untar=False):
