@@ -1,6 +1,7 @@
 # candle_mbo: one-command setup, test, demo and benchmarks on Debian 12 (root; Debian + CRAN; no PyPI).
 #   make demo    set up if needed, then run an HPO of the bundled PyTorch digits example with mlrMBO
-#   make test    set up if needed, then run the whole test suite (what CI runs)
+#   make test    set up if needed, then run the test suite without the tests marked slow
+#   make test-all  the whole suite, slow tests included (what CI runs)
 #   make bench   set up if needed, then run the benchmarks in bench/ (prints ratios measured side by side)
 
 SHELL := /bin/bash
@@ -21,7 +22,7 @@ APT_PACKAGES := r-base-core r-base-dev r-cran-mlr r-cran-paramhelpers r-cran-lhs
 
 SETUP_INPUTS := Makefile R/install_packages.R pyproject.toml
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-all test-fast demo bench clean
 setup: .setup-stamp
 
 .setup-stamp: $(SETUP_INPUTS)
@@ -40,10 +41,12 @@ setup: .setup-stamp
 	@touch $@
 
 test: setup
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+test-all: setup
 	$(PYTHON) -m pytest -q tests
 
-test-fast: setup
-	$(PYTHON) -m pytest -q -m "not slow" tests
+test-fast: test
 
 demo: setup
 	rm -rf experiments/demo

@@ -152,6 +152,7 @@ class SimPool:
         self.busy_seconds = 0.0
         self.intervals = []  # (start, end) of every run
         self.started = True
+        self.worker_signal = None  # simulated workers never get a signal, nor go silent
         self._last = time.perf_counter()
         self._seq = 0
 
@@ -177,6 +178,11 @@ class SimPool:
 
     def take_reports(self):
         return []  # simulated runs report no epochs
+    def hold(self):
+        pass
+
+    def silent_workers(self):
+        return []
 
     def _charge_dispatcher(self):
         real = time.perf_counter() - self._last - self.clock.excluded

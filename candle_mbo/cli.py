@@ -24,7 +24,7 @@ import traceback
 import yaml
 
 from .core.dispatch import stopped_by
-from .errors import UsageError
+from .errors import RankLost, UsageError
 from .reporting.progress import setup_logging
 from .pool.ranks import Ranks
 
@@ -143,6 +143,11 @@ def add_common_arguments(parser):
     group.add_argument("--max-failures", type=nonnegative_int, metavar="N",
                        help="stop early (exit 3) when the first N runs of the job all failed (default: 5, or the "
                             "number of workers if more; 0: never)")
+    group.add_argument("--max-attempts", type=nonnegative_int, default=2, metavar="N",
+                       help="a run that was running when N jobs ended and never finished (it took its worker "
+                            "down, e.g. a segfault with --isolation none, or the job was killed or reached its "
+                            "walltime, each time) is recorded 'crashed' on --resume instead of run again (default: "
+                            "2; 0: no limit, e.g. for checkpointing runs longer than several allocations)")
     group.add_argument("--grace", type=nonnegative_float, default=0, metavar="S",
                        help="on SIGTERM or SIGUSR1, let running runs finish for up to S seconds before stopping "
                             "(e.g. Slurm's --signal=B:USR1@300 with --grace 280); SIGINT stops at once")
@@ -301,28 +306,32 @@ def main(build_parser, workflow, argv=None):
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, _raise_interrupted)
     context = {"error_dir": None, "pool": None}
+    done = False
     try:
         args = parse_arguments(build_parser(), argv)
         if args.verbose:
             logging.getLogger("candle_mbo").setLevel(logging.DEBUG)
         code = workflow(args, ranks, context)
-        ranks.release()  # every rank without a role (nothing left to run, ...)
+        done = True
         return code
     except UsageError as exc:
         sys.stdout.flush()
         print("error: %s" % exc, file=terminal, flush=True)
-        _release(ranks, context)
         return exc.exit_code
     except SystemExit as exc:  # --help
-        _release(ranks, context)
         return exc.code if isinstance(exc.code, int) else 0
     except (KeyboardInterrupt, Interrupted) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         when = ("after the runs ended; every result is saved" if context.get("dispatched")
                 else "before any run started")
         print("error: %s %s" % (stopped_by(signum), when), file=terminal, flush=True)
-        _release(ranks, context)
         return 128 + signum
+    except RankLost as exc:  # journaled and said already; the lost rank may never reach MPI_Finalize
+        sys.stdout.flush()
+        print("error: %s" % exc, file=terminal, flush=True)
+        if not ranks.local:
+            ranks.abort(1)
+        return 1
     except BaseException as exc:  # noqa: BLE001 - a bug or a broken framework: end every rank, loudly
         path = _write_traceback(context.get("error_dir"))
         sys.stdout.flush()
@@ -331,15 +340,9 @@ def main(build_parser, workflow, argv=None):
         pool = context.get("pool")
         if pool is not None and pool.started and not ranks.local:
             ranks.abort(1)
-        _release(ranks, context)
         return 1
-
-
-def _release(ranks, context):
-    pool = context.get("pool")
-    if pool is not None and pool.started:
-        pool.close()
-    ranks.release()
+    finally:
+        ranks.release(now=not done)  # every exit path, every phase: every rank not stopped yet ends
 
 
 def _write_traceback(folder):

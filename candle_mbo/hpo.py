@@ -24,6 +24,7 @@ import sys
 
 from . import cli, job
 from ._fileio import write_json_atomic
+from ._trace import phase
 from .errors import UsageError
 from .search.masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
 from .search.names import check_names
@@ -121,6 +122,7 @@ def run(args, ranks, context):
                          "several masters" % n_masters)
     n_masters = min(n_masters, max(1, ranks.size - 1)) if not args.masters else n_masters
     master_ranks, worker_ranks = ranks.roles(n_masters)
+    phase("roles")
     n_workers = len(worker_ranks)
     profile = args.profile or ("fast" if args.mode == "async" else "mlrmbo")
     propose_points = args.propose_points or n_workers
@@ -173,6 +175,7 @@ def run(args, ranks, context):
                 "isolation": args.isolation, "memory_limit": args.memory_limit,
                 "no_run_dirs": bool(args.no_run_dirs), "threads_per_worker": args.threads_per_worker,
                 "gpus_per_worker": args.gpus_per_worker, "max_failures": max_failures, "grace": args.grace,
+                "max_attempts": args.max_attempts, "model_file": job.model_file(args.model),
                 "masters": args.masters, "masters_used": n_masters, "workers": n_workers,
                 "r_packages": master.call(master.optimizer.versions)}
     inputs = job.input_files(args, description, space=args.space)
@@ -195,7 +198,7 @@ def run(args, ranks, context):
             for remote in masters[1:]:
                 pool.routes[remote.rank] = remote.handle
             source = SearchSource(masters, settings, log)
-            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, evaluations, ranks.size,
+            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, evaluations, ranks.launched,
                                             "candle_mbo", context, defaults=description.get("params"))
             if code >= 128:
                 return code
@@ -235,9 +238,9 @@ def _remote_masters(ranks, master_ranks, opt_settings):
     """Start the optimizer ranks; UsageError if one cannot build its optimizer."""
     remotes = {}
     for index, rank in enumerate(master_ranks, start=1):
-        remotes[rank] = RemoteMaster(ranks.link, rank, index)
+        remotes[rank] = RemoteMaster(ranks.link, rank, index, stop=ranks.stop)
         remotes[rank].start(dict(opt_settings, master_index=index))
-    ranks.assign(master_ranks)
+    phase("optimizers")
     backoff = Backoff()
     while any(r.ready is None for r in remotes.values()):
         received = ranks.link.wait(1.0, backoff)

@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import __version__, cli
+from ._trace import phase
 from .core import journal
 from .core.dispatch import Dispatcher, resume_command
 from .core.store import Experiment, load_journal, next_experiment_dir
@@ -19,12 +20,13 @@ from .errors import UsageError
 from .pool import placement
 from .pool.isolation import RunnerStartError, probe_model
 from .pool.policy import Pool
-from .pool.runner import ModelError, check_model_source
+from .pool.runner import ModelError, check_model_source, is_model_path, model_file
 from .reporting.progress import Progress
 
 log = logging.getLogger("candle_mbo")
 
-# Options stored as absolute paths (so that a resume from another folder finds the same files).
+# Options stored as absolute paths (so that a resume from another folder finds the same files); a model
+# given as a module name stays a name (with the file it resolved to beside it, "model_file").
 PATH_OPTIONS = ("model", "space", "default_model", "upf")
 
 
@@ -82,9 +84,14 @@ def resumable(args, kind, build_parser, identity):
         raise UsageError("--output %s holds a %s experiment; resume it with %s"
                          % (experiment.path, stored.get("kind"), other))
     for name in PATH_OPTIONS:
-        if name in args.typed and getattr(args, name, None):
-            setattr(args, name, os.path.abspath(getattr(args, name)))
-    cli.apply_stored(args, stored, identity, paths=PATH_OPTIONS)
+        value = getattr(args, name, None)
+        if name in args.typed and value and (name != "model" or is_model_path(value)):
+            setattr(args, name, os.path.abspath(value))
+    if "model" in args.typed and args.model and stored.get("model") and args.model != stored["model"]:
+        if model_file(args.model) is not None and model_file(args.model) == model_file(stored["model"]):
+            args.model = stored["model"]  # the same file, by path or module name: named as the experiment has it
+    cli.apply_stored(args, stored, identity, paths=[p for p in PATH_OPTIONS if p != "model"])
+    args.stored_workers = stored.get("workers")
     return experiment
 
 
@@ -145,9 +152,9 @@ def check_pinned(args, experiment, inputs):
     """--resume: refuse inputs that changed since the experiment started (unless --accept-changed)."""
     problems = journal.changed_inputs(experiment.read_settings().get("inputs") or {}, inputs)
     if problems and not args.accept_changed:
-        raise UsageError("%s; a resumed experiment uses the inputs it started with (restore them; the originals "
-                         "of the data files are in %s), or add --accept-changed to go on anyway"
-                         % ("; ".join(problems), experiment.file("inputs")))
+        raise UsageError("%s; a resumed experiment uses the inputs it started with (restore them; every version "
+                         "of the data files it ran with is in %s, experiment.yaml's inputs name the current one), "
+                         "or add --accept-changed to go on anyway" % ("; ".join(problems), experiment.file("inputs")))
 
 
 def check_workers(previous, settings):
@@ -192,8 +199,15 @@ def open_experiment(args, experiment, settings, inputs, param_columns=(), extra_
     for message in experiment.warnings:
         log.warning("warning: %s", message)
     pinned = previous.get("inputs") if args.resume and previous.get("inputs") else None
-    if pinned is None or args.accept_changed:
+    version = previous.get("inputs_version", 1) if pinned else 1
+    changes = journal.changed_inputs(pinned, inputs) if pinned and args.accept_changed else []
+    if pinned is None:
         pinned = journal.pin(inputs, experiment.file("inputs"))
+    elif changes:  # a new version of the inputs: the earlier copies stay as they are
+        version += 1
+        pinned = journal.pin(inputs, experiment.file("inputs"), version, previous=pinned)
+    resumed = max(previous.get("resumed") or 0, len(previous.get("resumes") or [])) + 1 if args.resume else 0
+    experiment.inputs_version, experiment.job = version, resumed + 1
     command = " ".join([os.path.basename(sys.executable), "-m", settings.get("entry", "candle_mbo")] + sys.argv[1:])
     now = _now()
     document = {"candle_mbo": __version__, "kind": settings.get("kind"), "command": command, "started": now}
@@ -201,14 +215,14 @@ def open_experiment(args, experiment, settings, inputs, param_columns=(), extra_
         document["command"] = previous.get("command", command)
         document["started"] = previous.get("first_started", previous.get("started", now))  # older files: first_started
         document.update((key, previous[key]) for key in END_KEYS if key in previous)
-    document.update(settings=kept, inputs=pinned)
+    document.update(settings=kept, inputs=pinned, inputs_version=version)
     if args.resume:
-        resumes = previous.get("resumes") or []
-        document["resumed"] = max(previous.get("resumed") or 0, len(resumes)) + 1
-        document["resumes"] = resumes + [{"command": command, "started": now, "workers": settings.get("workers")}]
+        document["resumed"] = resumed
+        document["resumes"] = (previous.get("resumes") or []) + [
+            {"command": command, "started": now, "workers": settings.get("workers")}]
         accepted = previous.get("accepted_changes") or []
-        if args.accept_changed and journal.changed_inputs(previous.get("inputs") or {}, inputs):
-            accepted = accepted + [now]
+        if changes:
+            accepted = accepted + [{"version": version, "time": now, "changes": changes}]
         if accepted:
             document["accepted_changes"] = accepted
     experiment.write_settings(document)
@@ -252,7 +266,7 @@ def worker_settings(args, experiment, require_objective, await_answers=False):
 
 def start_workers(ranks, worker_ranks, envs, args, experiment, require_objective, context, await_answers=False):
     """The pool over ``worker_ranks``, started: every worker loads the model in parallel."""
-    pool = Pool(ranks.link, worker_ranks)
+    pool = Pool(ranks.link, worker_ranks, stop=ranks.stop)
     pool.gather({r: ranks.infos.get(r, {}) for r in worker_ranks})
     base = worker_settings(args, experiment, require_objective, await_answers)
     data = os.environ.get("CANDLE_DATA_DIR")
@@ -260,20 +274,21 @@ def start_workers(ranks, worker_ranks, envs, args, experiment, require_objective
         env = envs.setdefault(rank, {})
         if not data:  # one data folder for the whole job, never a download per run
             env["CANDLE_DATA_DIR"] = experiment.file("data")
-    ranks.assign(worker_ranks)
     pool.start(lambda rank: dict(base, env=envs.get(rank, {})))
     context["pool"] = pool
     return pool
 
 
-def dispatch(source, pool, experiment, args, settings, total, size, entry, context, defaults=None):
-    """Run the loop; returns ``(exit code, dispatcher)``. ``defaults``: the benchmark's default parameters
+def dispatch(source, pool, experiment, args, settings, total, launched, entry, context, defaults=None):
+    """Run the loop; returns ``(exit code, dispatcher)``. ``launched``: the ranks the launcher started (the
+    resume command is printed as this job was started); ``defaults``: the benchmark's default parameters
     (how many epochs a run trains when its parameters do not say)."""
     progress = Progress(total=total, objective_name=args.objective, maximize=bool(args.maximize),
                         done=len(experiment.records), quiet=args.quiet)
     progress.seed(experiment.records)
     fidelity = settings.get("fidelity") or "epochs"
-    loop_settings = dict(settings, resume_command=resume_command(entry, experiment.path, size),
+    loop_settings = dict(settings, resume_command=resume_command(entry, experiment.path, launched),
+                         inputs_version=experiment.inputs_version, job=experiment.job,
                          planned_epochs=(defaults or {}).get(fidelity))
     dispatcher = Dispatcher(source, pool, experiment, progress, loop_settings)
     context["dispatched"] = True
@@ -292,6 +307,7 @@ def finish(args, experiment, start, records, workers, extra_lines=()):
     """The end-of-job summary lines (``start``: when this job's dispatching began) and the report."""
     from .reporting.progress import summary
 
+    phase("summary")
     wall = time.time() - start
     logs = "logs/*.log (--no-run-dirs)" if args.no_run_dirs else "runs/<run_id>/model.log"
     for text in summary(records, args.objective, bool(args.maximize), start, wall, workers,

@@ -14,6 +14,7 @@ import sys
 import time
 
 from . import cli, job
+from ._trace import phase
 from .errors import UsageError
 from .search.names import check_names
 from .core.sources import UpfSource
@@ -126,6 +127,7 @@ def run(args, ranks, context):
                  " and ".join(ignored))
     ranks.gather()
     _, worker_ranks = ranks.roles(1)
+    phase("roles")
     envs = job.plan_workers(ranks, worker_ranks, [], args)
     workers = len(worker_ranks)
     max_failures = args.max_failures if args.max_failures is not None else job.default_max_failures(workers)
@@ -136,7 +138,8 @@ def run(args, ranks, context):
                 "maximize": bool(args.maximize), "timeout": args.timeout, "isolation": args.isolation,
                 "memory_limit": args.memory_limit, "no_run_dirs": bool(args.no_run_dirs),
                 "threads_per_worker": args.threads_per_worker, "gpus_per_worker": args.gpus_per_worker,
-                "max_failures": max_failures, "grace": args.grace, "workers": workers}
+                "max_failures": max_failures, "grace": args.grace, "max_attempts": args.max_attempts,
+                "model_file": job.model_file(args.model), "workers": workers}
     columns = []
     for line in lines:
         columns += [k for k in line.params if k not in columns]
@@ -150,30 +153,48 @@ def run(args, ranks, context):
     context["error_dir"] = experiment.file("logs")
     try:
         replay = experiment.replay
-        waiting = len(replay.unfinished)
-        done = len(replay.records)
+        ids = {line.run_id for line in lines}
+        done = sum(1 for r in replay.records if r["run_id"] in ids)
+        waiting = sum(1 for e in replay.unfinished if e["run_id"] in ids)
         log.info("UPF %s: %d parameter sets, %d to run%s, %d already done; %d worker%s; results in %s",
                  args.upf, len(lines), len(lines) - done, " (%d interrupted first)" % waiting if waiting else "",
                  done, workers, "" if workers == 1 else "s", experiment.path)
+        _note_removed_lines(replay, ids)
         if workers > len(lines) - done > 0:
             log.info("note: %d workers for %d runs; %d will stay idle", workers, len(lines) - done,
                      workers - (len(lines) - done))
         code, start = 0, time.time()
-        if len(lines) - done > 0 or waiting:
+        if len(lines) - done > 0:
             pool = job.start_workers(ranks, worker_ranks, envs, args, experiment, False, context)
-            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, len(lines), ranks.size,
+            total = len(lines) + len(replay.records) - done  # the results of removed lines stay results
+            code, dispatcher = job.dispatch(source, pool, experiment, args, settings, total, ranks.launched,
                                             "candle_mbo.upf", context, defaults=description.get("params"))
             if code >= 128:
                 return code
             pool.close()
             start = dispatcher.start
-        by_id = {line.run_id for line in lines}
-        records = [r for r in experiment.records if r["run_id"] in by_id]
         job.record_end(experiment, code)
     finally:
         experiment.close()
-    job.finish(args, experiment, start, records, workers)
+    job.finish(args, experiment, start, experiment.records, workers)
     return code
+
+
+def _note_removed_lines(replay, ids):
+    """Say what becomes of the lines removed from the UPF file (--accept-changed): a finished one stays a result,
+    an unfinished one is not run."""
+    kept = [r["run_id"] for r in replay.records if r["run_id"] not in ids]
+    dropped = [e["run_id"] for e in replay.unfinished if e["run_id"] not in ids]
+    if kept:
+        log.info("note: %d finished run%s no longer in the UPF file stay%s among the results: %s", len(kept),
+                 "" if len(kept) == 1 else "s", "s" if len(kept) == 1 else "", _names(kept))
+    if dropped:
+        log.info("note: %d interrupted run%s no longer in the UPF file and %s not run: %s", len(dropped),
+                 " is" if len(dropped) == 1 else "s are", "is" if len(dropped) == 1 else "are", _names(dropped))
+
+
+def _names(run_ids, most=10):
+    return ", ".join(run_ids[:most]) + (", ..." if len(run_ids) > most else "")
 
 
 def main(argv=None):

@@ -68,6 +68,18 @@ def session_pids(leader):
     return pids
 
 
+def world_rank(pid):
+    """The MPI rank of the process ``pid`` (from its environment), or None for a process that is not a rank."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as handle:
+            for item in handle.read().split(b"\0"):
+                if item.startswith(b"OMPI_COMM_WORLD_RANK="):
+                    return int(item.split(b"=", 1)[1])
+    except OSError:
+        pass
+    return None
+
+
 def kill_group(process, sig=signal.SIGKILL):
     """Kill the whole job like a scheduler would: every process of the session, not just one group.
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import FIXTURES, describe, kill_group, launch, read_records, requires_mpi, write_upf
+from conftest import FIXTURES, describe, kill_group, launch, read_journal, read_records, requires_mpi, write_upf
 
 FAULTY = os.path.join(FIXTURES, "faulty.py")
 
@@ -212,3 +212,84 @@ def test_threads_per_worker_follow_slurm_and_the_cpuset(tmp_path):
     env = json.loads((tmp_path / "out2" / "runs" / "a" / "env.json").read_text())
     cpus = len(os.sched_getaffinity(0))
     assert env["OMP_NUM_THREADS"] == str(max(1, cpus // 2))  # the worker and the master share the CPUs
+
+
+def test_a_model_whose_initialize_parameters_hangs_is_bad_input_within_the_load_timeout(tmp_path):
+    """20.4: the load timeout bounds the whole probe, initialize_parameters() included, with one line naming it."""
+    model = tmp_path / "hangs.py"
+    model.write_text("import time\n\ndef initialize_parameters():\n    time.sleep(3600)\n    return {}\n\n"
+                     "def run(params):\n    return 1.0\n")
+    lines = write_upf(tmp_path / "runs.upf", [{"id": "a"}])
+    result = launch("candle_mbo.upf", ["--model", model, "--upf", lines, "--output", tmp_path / "out"], timeout=90,
+                    extra_env={"CANDLE_MBO_LOAD_TIMEOUT": "3"})
+    assert result.returncode == 2, describe(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "initialize_parameters()" in errors[0] and "within 3 s" in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def resume(tmp_path, extra=(), np=None, timeout=120, wait=True):
+    return launch("candle_mbo.upf", ["--output", tmp_path / "out", "--resume", "--no-report"] + list(extra), np=np,
+                  timeout=timeout, wait=wait)
+
+
+def log_text(out, run_id):
+    path = out / "runs" / run_id / "model.log"
+    return path.read_text() if path.exists() else ""
+
+
+def started_events(out, run_id):
+    if not (out / "results.jsonl").exists():
+        return []
+    return [e for e in read_journal(out) if e.get("event") == "started" and run_id in e["run_ids"]]
+
+
+def test_a_run_that_takes_its_worker_down_is_recorded_crashed_after_max_attempts(tmp_path):
+    """20.5: with --isolation none a segfault ends the whole job, and every resume ran it first again. The
+    journal counts the attempts; after --max-attempts (2) the run is recorded crashed and the rest goes on."""
+    lines = [{"id": "a"}, {"id": "dies", "fate": "segv"}, {"id": "b"}]
+    first = upf(tmp_path, lines, extra=["--isolation", "none"], timeout=120)
+    assert first.returncode == -signal.SIGSEGV, describe(first)
+    second = resume(tmp_path)
+    assert second.returncode == -signal.SIGSEGV, describe(second)
+    third = resume(tmp_path)
+    assert third.returncode == 0, describe(third)
+    out = tmp_path / "out"
+    records = {r["run_id"]: r for r in read_records(out)}
+    assert records["a"]["status"] == records["b"]["status"] == "ok"
+    assert records["dies"]["status"] == "crashed" and "--max-attempts 2" in records["dies"]["error"], records["dies"]
+    assert len(started_events(out, "dies")) == 2 and records["b"]["attempt"] == 1
+    assert "dies" in third.stdout  # the summary names it
+
+
+def test_a_run_longer_than_the_walltime_is_not_rerun_for_ever(tmp_path):
+    """20.5: the same cap for a run that is interrupted each time (a walltime shorter than the run, no --timeout)."""
+    out = tmp_path / "out"
+    process = upf(tmp_path, [{"id": "long", "sleep": 300}, {"id": "short"}], wait=False)
+    for attempt in (1, 2):
+        try:
+            assert wait_until(lambda: len(started_events(out, "long")) == attempt and
+                              log_text(out, "long").count("fate:") == attempt, 60)
+            os.kill(process.pid, signal.SIGINT)
+            process.communicate(timeout=60)
+        finally:
+            kill_group(process)
+        assert process.returncode == 128 + signal.SIGINT
+        if attempt == 1:
+            process = resume(tmp_path, wait=False)
+    third = resume(tmp_path)
+    assert third.returncode == 0, describe(third)
+    records = {r["run_id"]: r for r in read_records(out)}
+    assert records["long"]["status"] == "crashed" and "running when 2 jobs ended" in records["long"]["error"]
+    assert records["short"]["status"] == "ok"
+
+
+@requires_mpi
+def test_fail_fast_exits_0_when_every_planned_run_has_a_result(tmp_path):
+    """20.6: 6 of 6 lines failed: nothing was left undone, so the job completed (exit 0), and the summary still
+    names the common error."""
+    lines = [{"id": "r%d" % i, "fate": "raise"} for i in range(6)]
+    result = upf(tmp_path, lines, np=3, timeout=120)
+    assert result.returncode == 0, describe(result)
+    assert len(read_records(tmp_path / "out")) == 6
+    assert "Stopped early" not in result.stderr and "RuntimeError: injected failure" in result.stdout

@@ -62,7 +62,8 @@ def test_async_search_without_run_dirs(tmp_path):
 
 
 @requires_mpi
-@pytest.mark.parametrize("model, space", [(BRANIN, "branin_space.R"), (MIXED, "mixed_space.R")])
+@pytest.mark.parametrize("model, space", [(BRANIN, "branin_space.R"),
+                                          pytest.param(MIXED, "mixed_space.R", marks=pytest.mark.slow)])
 def test_sync_proposals_equal_plain_mbo(tmp_path, model, space):
     out = tmp_path / "out"
     result = hpo(out, model, space, "--mode", "sync", "--budget", 16, "--design-size", 10, "--propose-points", 2,
@@ -139,7 +140,8 @@ def _wait_for_records(out, count, process, limit=180):
 
 
 @requires_mpi
-@pytest.mark.parametrize("mode, kill_after", [("sync", 3), ("sync", 9), ("async", 7)])
+@pytest.mark.parametrize("mode, kill_after", [("sync", 3), pytest.param("sync", 9, marks=pytest.mark.slow),
+                                              pytest.param("async", 7, marks=pytest.mark.slow)])
 def test_kill_then_resume(tmp_path, mode, kill_after):
     out = tmp_path / "out"
     args = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--output", out, "--no-report",

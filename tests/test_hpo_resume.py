@@ -112,7 +112,7 @@ def test_kill_or_sigterm_at_five_moments_then_resume(tmp_path, moment, sig):
     interrupted = dispatched - {r["run_id"] for r in before}
     if sig == signal.SIGTERM and alive and len(before) < BUDGET:
         assert "stopped by SIGTERM" in stdout and "continue with: mpiexec -n 3 " in stdout, stdout
-        if moment != "writing":  # there the dispatcher is held in the write until OpenMPI's SIGKILL
+        if moment != "writing":  # "writing": held in the write until OpenMPI's SIGKILL
             events = [e for e in journal if e.get("event") == "interrupted"]
             assert events and interrupted <= set(events[-1]["run_ids"])  # one may still have finished ok
     result = hpo(tmp_path, "--resume")
@@ -121,6 +121,7 @@ def test_kill_or_sigterm_at_five_moments_then_resume(tmp_path, moment, sig):
     assert epochs_trained(out) <= EPOCHS * BUDGET + len(interrupted), (epochs_trained(out), interrupted)
 
 
+@pytest.mark.slow
 def test_interrupted_runs_continue_from_their_own_checkpoint(tmp_path):
     kill_after_records(tmp_path, 5)
     out = tmp_path / "out"
@@ -145,6 +146,7 @@ def steps(out):
     return dict(by_step)
 
 
+@pytest.mark.slow
 def test_a_seeded_sync_search_resumed_after_a_kill_proposes_what_the_uninterrupted_one_did(tmp_path):
     straight = tmp_path / "straight"
     straight.mkdir()
@@ -173,6 +175,18 @@ def test_a_search_whose_every_run_fails_stops_early(tmp_path, space):
     assert len(read_records(tmp_path / "out")) < 30
 
 
+def test_a_search_whose_whole_budget_failed_ends_with_0(tmp_path):
+    """20.6: every evaluation of the budget has a (failed) result: nothing was left undone, exit 0."""
+    defaults = tmp_path / "none.txt"
+    defaults.write_text("[Global_Params]\nmodel_name = 'faulty'\nfate = 'none'\n")
+    args = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--default-model", str(defaults),
+            "--budget", 6, "--design-size", 6, "--output", str(tmp_path / "out"), "--no-report"]
+    result = launch("candle_mbo", args, np=3, timeout=300)
+    assert result.returncode == 0, describe(result)
+    assert len(read_records(tmp_path / "out")) == 6 and "Stopped early" not in result.stderr
+    assert "run() returned None" in result.stdout
+
+
 def test_several_masters_share_the_search(tmp_path):
     base = ["--model", FAULTY, "--space", os.path.join(FIXTURES, "faulty_space.R"), "--budget", 24, "--design-size",
             6, "--masters", 2, "--seed", 4, "--no-report"]
@@ -188,6 +202,7 @@ def test_several_masters_share_the_search(tmp_path):
     assert refused.returncode == 2 and "sync mode proposes each batch from one model" in refused.stderr
 
 
+@pytest.mark.slow
 def test_several_masters_kill_then_resume(tmp_path):
     """Two masters, kill -9 with runs in flight, resume under the same mpiexec: every evaluation exactly once,
     and the reruns keep their ids and parameters."""

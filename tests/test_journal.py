@@ -2,13 +2,14 @@
 options on resume, half-created experiments. UPF here; the HPO forms are in test_hpo_resume.py."""
 
 import os
+import re
 import shutil
 import signal
 
 import pytest
 import yaml
 
-from conftest import (FIXTURES, describe, kill_group, launch, read_journal, read_records, requires_mpi,
+from conftest import (FIXTURES, ROOT, describe, kill_group, launch, read_journal, read_records, requires_mpi,
                       session_pids, write_upf)
 from test_faults import wait_until
 
@@ -48,7 +49,7 @@ def finish(process, timeout=30):
 
 
 @requires_mpi
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_a_signal_under_mpiexec_stops_every_rank_and_says_how_to_continue(tmp_path, sig):
     lines = [{"id": "r%d" % i, "x": i, "epoch_s": 0.3, "epochs": 20} for i in range(5)]
     process = upf(tmp_path, lines, model=CKPT, np=3, wait=False)
@@ -93,7 +94,9 @@ def test_ctrl_c_without_mpiexec_exits_130_with_the_resume_command(tmp_path):
     code, out, err = finish(process)
     assert code == 130, out + err
     assert "stopped by SIGINT (Ctrl-C): 0 finished, 3 interrupted" in out
-    assert "-m candle_mbo.upf --output %s --resume" % (tmp_path / "out") in out
+    command = out.split("continue with: ", 1)[1].splitlines()[0]
+    assert command.endswith("-m candle_mbo.upf --output %s --resume" % (tmp_path / "out"))
+    assert not command.startswith(("mpiexec", "srun")), command  # 20.8: as the job was started, without a launcher
     again = resume(tmp_path)
     assert again.returncode == 0, describe(again)
     assert epochs_trained(tmp_path, "r0") <= 11
@@ -237,3 +240,76 @@ def test_a_half_created_experiment_can_be_started_again(tmp_path):
     result = upf(tmp_path, [{"id": "a"}])
     assert result.returncode == 0, describe(result)
     assert [r["run_id"] for r in read_records(out)] == ["a"]
+
+
+def test_a_model_given_as_a_module_name_is_pinned_and_accepted_again_on_resume(tmp_path):
+    """20.9: `--model faulty` (a module on PYTHONPATH), typed again on resume as the Slurm examples do."""
+    on_path = {"PYTHONPATH": os.pathsep.join([ROOT, FIXTURES])}
+    first = upf(tmp_path, [{"id": "a"}], model="faulty", extra_env=on_path)
+    assert first.returncode == 0, describe(first)
+    again = upf(tmp_path, None, model="faulty", extra=["--resume"], extra_env=on_path)
+    assert again.returncode == 0, describe(again)
+    settings = yaml.safe_load((tmp_path / "out" / "experiment.yaml").read_text())
+    assert settings["settings"]["model"] == "faulty" and settings["settings"]["model_file"] == FAULTY
+    by_path = upf(tmp_path, None, model=FAULTY, extra=["--resume"], extra_env=on_path)  # the same file
+    assert by_path.returncode == 0, describe(by_path)
+    other = upf(tmp_path, None, model="constant", extra=["--resume"], extra_env=on_path)
+    assert other.returncode == 2 and "--model constant differs" in other.stderr, describe(other)
+
+
+def test_accepted_changes_keep_every_version_of_the_inputs(tmp_path):
+    """20.10: the refusal tells users to restore from inputs/, so --accept-changed never overwrites a copy there:
+    each accepted version gets its own, and the journal says which version each run saw."""
+    first = upf(tmp_path, [{"id": "a"}])
+    assert first.returncode == 0, describe(first)
+    original = (tmp_path / "runs.upf").read_text()
+    write_upf(tmp_path / "runs.upf", [{"id": "a"}, {"id": "b"}])
+    edited = (tmp_path / "runs.upf").read_text()
+    accepted = resume(tmp_path, extra=["--accept-changed"])
+    assert accepted.returncode == 0, describe(accepted)
+    inputs = tmp_path / "out" / "inputs"
+    copies = {p.name: p.read_text() for p in inputs.iterdir() if p.name.startswith("upf-")}
+    assert sorted(copies.values()) == sorted([original, edited]), copies
+    settings = yaml.safe_load((tmp_path / "out" / "experiment.yaml").read_text())
+    assert settings["inputs_version"] == 2
+    assert (tmp_path / "out" / settings["inputs"]["upf"]["copy"]).read_text() == edited
+    seen = {run_id: e["inputs"] for e in read_journal(tmp_path / "out") if e.get("event") == "started"
+            for run_id in e["run_ids"]}
+    assert seen == {"a": 1, "b": 2}
+
+
+def test_a_line_removed_with_accept_changed_does_not_run_and_counts_agree(tmp_path):
+    """20.11: b was running at the kill and is then removed from the UPF file: it is not run on resume; the
+    finished d (also removed) stays a result, and the progress, the summary and results.csv count the same runs."""
+    lines = [{"id": "a"}, {"id": "d"}, {"id": "b", "sleep": 20}]
+    process = upf(tmp_path, lines, wait=False)
+    out = tmp_path / "out"
+    try:
+        assert wait_until(lambda: (out / "runs" / "b" / "model.log").exists()
+                          and "fate:" in (out / "runs" / "b" / "model.log").read_text(), 60)
+    finally:
+        kill_group(process, signal.SIGKILL)
+        process.wait(timeout=30)
+    write_upf(tmp_path / "runs.upf", [{"id": "a"}, {"id": "c"}])
+    again = resume(tmp_path, extra=["--accept-changed"])
+    assert again.returncode == 0, describe(again)
+    assert sorted(r["run_id"] for r in read_records(out)) == ["a", "c", "d"]
+    assert (out / "runs" / "b" / "model.log").read_text().count("fate:") == 1  # not run again
+    assert "summary: 3 runs" in again.stdout, again.stdout
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 3
+    shown = re.findall(r"\[\s*(\d+)/(\d+)\]", again.stdout)
+    assert shown and all(total == "3" for _, total in shown), shown
+    notes = [line for line in again.stdout.splitlines() if "no longer in the UPF file" in line and "not run" in line]
+    assert len(notes) == 1 and notes[0].rstrip().endswith(": b"), again.stdout
+
+
+def test_the_attempts_of_a_run_are_the_jobs_it_started_in():
+    """20.5: a run given to another worker within one job (its worker left) is one attempt, not two."""
+    from candle_mbo.core import journal
+
+    entries = [journal.dispatched("r1", {}), journal.dispatched("r2", {}),
+               journal.started(["r1", "r2"], 1, 1, 1), journal.started(["r1"], 2, 1, 1),  # job 1, twice
+               journal.started(["r1"], 1, 2, 1)]  # job 2
+    replay = journal.Replay(entries)
+    assert replay.attempts == {"r1": 2, "r2": 1}
+    assert [e["run_id"] for e in replay.unfinished] == ["r1", "r2"]

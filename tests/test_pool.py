@@ -254,3 +254,128 @@ def test_a_worker_retiring_mid_chunk_keeps_its_finished_results(clock):
     assert [r["run_id"] for r in done] == ["r0"]
     pool._handle(owner, ("retire", {"reason": "the runner could not be restarted", "unrun": []}))
     assert "r0" not in pool.tasks and all(pool.owner.get(t) != owner for t in pool.tasks)
+
+
+# -- issue 20: the pool owns run ids; liveness; no work after a stop -------------------------------------
+def started_pool(clock, n_workers=3, duration=5.0):
+    link = SimulatedWorkers(n_workers, lambda t: duration, clock)
+    pool = Pool(link, link.peers)
+    pool.start(lambda rank: {})
+    return link, pool
+
+
+def forget_simulated(link, rank):
+    """The simulated worker ``rank`` drops what it was given (it never runs it)."""
+    link.queues[rank].clear()
+    link.running.pop(rank, None)
+    link.outbox = [item for item in link.outbox if item[2] != rank]
+
+
+def sent_to(link, run_id):
+    return [w for _, w, (kind, p) in link.task_messages()
+            if run_id in [t["run_id"] for t in ([p] if kind == "run" else p)]]
+
+
+def test_a_worker_that_gives_back_a_run_it_no_longer_holds_is_ignored(clock):
+    """20.1: a worker that cannot load the model says so, then retires listing the task it had been sent;
+    that task went to another worker meanwhile and must stay there: never requeued, never run twice."""
+    link, pool = started_pool(clock)
+    for i in range(2):
+        pool.submit({"run_id": "r%d" % i, "params": {}, "run_dir": None})
+    assert pool.owner == {"r0": 1, "r1": 2}
+    forget_simulated(link, 1)
+    pool._handle(1, ("error", "CUDA driver broken on GPU 0"))
+    assert pool.owner["r0"] == 3
+    pool._handle(1, ("retire", {"reason": "no runner (the model could not be loaded)", "unrun": ["r0"]}))
+    pool._handle(1, ("revoked", ["r1"]))
+    assert pool.owner == {"r0": 3, "r1": 2} and not pool.queue
+    assert pool.idle_workers() == 0  # worker 3 is busy with r0, not idle
+    assert pool._handle(2, ("result", {"run_id": "r0", "status": "ok"})) == []  # r0 is worker 3's
+    assert pool.owner["r0"] == 3
+    records = []
+    while pool.pending:
+        records += pool.poll(timeout=1.0)
+    assert sorted((r["run_id"], r["worker"]) for r in records) == [("r0", 3), ("r1", 2)]
+    assert sent_to(link, "r0") == [1, 3] and sent_to(link, "r1") == [2]
+
+
+def test_a_worker_that_left_gives_its_killed_runs_to_the_others(clock):
+    """20.2: a worker that leaves on its own says which runs it stopped; they run elsewhere."""
+    link, pool = started_pool(clock, n_workers=2)
+    for i in range(3):
+        pool.submit({"run_id": "r%d" % i, "params": {}, "run_dir": None})
+    forget_simulated(link, 1)
+    pool._handle(1, ("left", {"interrupted": ["r0"], "reason": "no word from the dispatcher"}))
+    assert pool.n_workers == 1
+    records = []
+    while pool.pending:
+        records += pool.poll(timeout=1.0)
+    assert sorted(r["run_id"] for r in records) == ["r0", "r1", "r2"] and {r["worker"] for r in records} == {2}
+
+
+def test_a_stop_signal_a_worker_reports_reaches_the_dispatcher(clock):
+    link, pool = started_pool(clock, n_workers=2)
+    assert pool.worker_signal is None
+    pool._handle(2, ("signal", {"signum": 10}))
+    pool._handle(1, ("signal", {"signum": 15}))
+    assert pool.worker_signal == (10, 2)  # the first one
+
+
+def test_a_busy_worker_silent_past_the_deadline_is_named(clock):
+    """20.2: rank 0 knows each worker's last word; a worker with work in flight that says nothing past
+    the deadline is reported (a worker still loading the model has the load timeout on top)."""
+    link, pool = started_pool(clock, n_workers=3, duration=1e6)
+    for rank in (1, 2):
+        pool._handle(rank, ("ready", {}))
+    for i in range(3):
+        pool.submit({"run_id": "r%d" % i, "params": {}, "run_dir": None})
+    clock.now += pool.SILENCE_S / 2
+    pool._handle(2, ("alive", None))
+    assert pool.silent_workers() == []
+    clock.now += pool.SILENCE_S / 2 + 1
+    assert [w.rank for w in pool.silent_workers()] == [1]  # 2 spoke lately; 3 still loads the model
+    clock.now += pool.SILENCE_S
+    assert [w.rank for w in pool.silent_workers()] == [1, 2]
+
+
+def test_an_idle_worker_is_never_silent(clock):
+    link, pool = started_pool(clock, n_workers=2, duration=1.0)
+    pool._handle(1, ("ready", {}))
+    pool.submit({"run_id": "r0", "params": {}, "run_dir": None})
+    while pool.pending:
+        pool.poll(timeout=1.0)
+    clock.now += 10 * pool.SILENCE_S
+    assert pool.silent_workers() == []
+
+
+def test_after_hold_no_task_message_leaves_the_pool(clock):
+    """20.7: after a stop signal nothing new is sent; what is queued stays, to be taken back."""
+    link, pool = started_pool(clock, n_workers=2, duration=1.0)
+    for i in range(4):
+        pool.submit({"run_id": "r%d" % i, "params": {}, "run_dir": None})
+    pool.hold()
+    pool.submit({"run_id": "r4", "params": {}, "run_dir": None})
+    before = len(link.task_messages())
+    records = []
+    while pool.tasks:
+        records += pool.poll(timeout=1.0)
+    assert len(link.task_messages()) == before == 2 and len(records) == 2
+    assert [t["run_id"] for t in pool.cancel_queued()] == ["r2", "r3", "r4"]
+
+
+def test_the_start_of_each_task_message_is_reported_when_it_starts(clock):
+    """20.5: the journal's 'started' comes from here: a message starts when it is sent to an idle worker,
+    or, pipelined, when the one before it on that worker has finished."""
+    link, pool = started_pool(clock, n_workers=1, duration=0.001)
+    starts = []
+    pool.on_start = lambda rank, run_ids: starts.append((clock.now, rank, list(run_ids)))
+    for i in range(40):  # short runs: later ones are pipelined behind the current one
+        pool.submit({"run_id": "r%02d" % i, "params": {}, "run_dir": None})
+        pool.poll(timeout=0.0005)
+    while pool.pending:
+        pool.poll(timeout=1.0)
+    started_ids = [i for _, _, ids in starts for i in ids]
+    assert started_ids == ["r%02d" % i for i in range(40)]  # each once, in order
+    sends = [t for t, _, _ in link.task_messages()]
+    assert len(starts) == len(sends) and all(sent <= begun for sent, (begun, _, _) in zip(sends, starts))
+    assert any(sent < begun for sent, (begun, _, _) in zip(sends, starts))  # some waited behind another

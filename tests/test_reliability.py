@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import (FIXTURES, ROOT, describe, kill_group, launch, read_records, requires_mpi, session_pids,
-                      write_upf)
+                      world_rank, write_upf)
 
 FAULTY = os.path.join(FIXTURES, "faulty.py")
 TIMEOUT = 2
@@ -117,7 +117,7 @@ def test_worker_rank_killed_from_outside_then_resume(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not ((out / "results.jsonl").exists() and len(read_records(out)) >= 3):
         time.sleep(0.1)
-    victims = [pid for pid in session_pids(process.pid) if _world_rank(pid) == 1]
+    victims = [pid for pid in session_pids(process.pid) if world_rank(pid) == 1]
     assert victims, "no rank 1 found"
     os.kill(victims[0], signal.SIGKILL)
     try:
@@ -131,17 +131,6 @@ def test_worker_rank_killed_from_outside_then_resume(tmp_path):
     assert result.returncode == 0, describe(result)
     after = read_records(out)
     assert after[:len(before)] == before and sorted(r["run_id"] for r in after) == [line["id"] for line in lines]
-
-
-def _world_rank(pid):
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as handle:
-            for item in handle.read().split(b"\0"):
-                if item.startswith(b"OMPI_COMM_WORLD_RANK="):
-                    return int(item.split(b"=", 1)[1])
-    except OSError:
-        pass
-    return None
 
 
 @requires_mpi

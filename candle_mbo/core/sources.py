@@ -11,6 +11,7 @@ import math
 import time
 
 from .dispatch import Source, Task, objective_value
+from .._trace import phase
 from ..errors import UsageError
 from ..search.pruning import Pruner
 from ..status import PRUNED
@@ -18,7 +19,8 @@ from ..status import PRUNED
 
 class UpfSource(Source):
     """The lines of a UPF file. A line is identified by its id and its parameters: a line whose id already
-    ran with other parameters is refused (a run id is never reused for other parameters)."""
+    ran with other parameters is refused (a run id is never reused for other parameters). An unfinished
+    task of a line no longer in the file (removed with --accept-changed) is not run."""
 
     def __init__(self, lines, path):
         self.lines = lines
@@ -40,7 +42,9 @@ class UpfSource(Source):
         done = {r["run_id"] for r in replay.records}
         waiting = {e["run_id"] for e in replay.unfinished}
         self.todo.extend(line for line in self.lines if line.run_id not in done and line.run_id not in waiting)
-        return [Task(e["run_id"], e["params"], {"line": e.get("line")}) for e in replay.unfinished]
+        current = {line.run_id for line in self.lines}
+        return [Task(e["run_id"], e["params"], {"line": e.get("line")}) for e in replay.unfinished
+                if e["run_id"] in current]
 
     def take(self, view):
         if self.stopped:
@@ -51,6 +55,9 @@ class UpfSource(Source):
 
     def exhausted(self):
         return self.stopped or not self.todo
+
+    def planned_left(self):
+        return len(self.todo)
 
     def stop(self):
         self.stopped = True
@@ -277,6 +284,7 @@ class SearchSource(Source):
         n = min(self.design_size, self.budget - self.finished_count)
         if n <= 0:
             return []
+        phase("design")
         items = self.masters[0].design(n, proposal_seed(self.seed, 0))
         points = [_Point(self._new_run_id(), 0, item, 0) for item in items]
         self.log.info("initial design: %d point%s", len(points), "" if len(points) == 1 else "s")
@@ -437,6 +445,15 @@ class SearchSource(Source):
     def cancelled(self, run_ids):
         for run_id in run_ids:
             self.running.pop(run_id, None)
+
+    def planned_left(self):
+        """Evaluations of the budget (or of --iterations) neither running nor finished; 0 once stopping."""
+        if self._stopping():
+            return 0
+        planned = self.budget
+        if self.iterations:
+            planned = min(planned, self.design_size + self.iterations * self.propose_points)
+        return max(0, planned - self.finished_count - len(self.running))
 
     def stop(self):
         self.stopped = True

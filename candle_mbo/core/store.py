@@ -100,6 +100,8 @@ class Experiment:
         self.records = []
         self.replay = journal.Replay([])
         self.param_defaults = {}
+        self.inputs_version = 1  # of the pinned inputs (an accepted change makes a new one)
+        self.job = 1  # this job's number in the experiment (1, then one more per resume)
         self._lock_handle = None
         self._jsonl = None
         self._csv = None

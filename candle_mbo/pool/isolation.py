@@ -56,8 +56,8 @@ KILL_GRACE_S = 2.0
 # pause of 1, 2, ... s between them) the worker retires (see RunnerRetired).
 RESTART_ATTEMPTS = 3
 # The longest a runner may take to import the model (TensorFlow on a slow shared file system takes
-# minutes; a hung import -- a locked file, a stuck driver -- takes for ever). CANDLE_MBO_LOAD_TIMEOUT (s)
-# overrides it.
+# minutes; a hung import -- a locked file, a stuck driver -- takes for ever), and the longest the probe may
+# take in all (the import and initialize_parameters()). CANDLE_MBO_LOAD_TIMEOUT (s) overrides it.
 LOAD_TIMEOUT_S = float(os.environ.get("CANDLE_MBO_LOAD_TIMEOUT", 1800))
 # Variables that would make a runner (or a model that imports mpi4py) join the parent's MPI job.
 _MPI_ENV_PREFIXES = ("OMPI_COMM_WORLD", "OMPI_MCA_ess", "OMPI_MCA_orte", "OMPI_MCA_pmix", "PMIX_", "PMI_")
@@ -249,6 +249,7 @@ class IsolatedRunner:
         self._run_started = None
         self.restarts = 0
         self.reports = []  # epoch reports received and not yet taken (take_reports)
+        self.on_wait = None  # called about once a second while a (re)started runner loads the model
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self):
@@ -282,6 +283,8 @@ class IsolatedRunner:
         poller.register(self._from_child, select.POLLIN | select.POLLHUP | select.POLLERR)
         deadline = time.monotonic() + timeout
         while not poller.poll(max(0, int(min(deadline - time.monotonic(), 1.0) * 1000))):
+            if self.on_wait is not None:
+                self.on_wait()
             if time.monotonic() >= deadline:
                 self._kill()
                 self._reap()
@@ -503,8 +506,10 @@ def probe_model(config, log_path=None):
     """Import the model in a throwaway runner and return its ``describe()`` (defaults, definitions).
 
     This is how the master checks a model before anything runs, without loading the model (and its
-    framework) into the master process. Raises RunnerStartError with a one-line reason.
+    framework) into the master process. Raises RunnerStartError with a one-line reason, also when the
+    whole of it (the import and initialize_parameters()) takes longer than LOAD_TIMEOUT_S.
     """
+    deadline = time.monotonic() + LOAD_TIMEOUT_S
     scratch = None
     env = {}
     if not os.environ.get("CANDLE_DATA_DIR"):  # candle_lib needs one; the probe must write nothing that stays
@@ -515,6 +520,9 @@ def probe_model(config, log_path=None):
     try:
         runner.wait_ready()
         send_message(runner._to_child, ("describe", None))
+        if not select.select([runner._from_child], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise RunnerStartError("initialize_parameters() of %s did not return within %g s (a hung call?); "
+                                   "CANDLE_MBO_LOAD_TIMEOUT sets the limit" % (config["model"], LOAD_TIMEOUT_S))
         try:
             kind, payload = receive_message(runner._from_child)
         except EOFError:

@@ -5,8 +5,13 @@ for its first message, which gives it a role: ``("init", settings)`` makes it a 
 (:func:`candle_mbo.pool.worker.worker_loop`), ``("optimize", settings)`` an optimizer rank
 (:func:`candle_mbo.search.masters.optimizer_rank`), ``("stop", ...)`` ends it (bad input, or nothing to run).
 Roles are given by rank 0 after it has read the command line (``--masters``): ranks 1..M-1 optimize,
-the rest work. Every rank always ends: rank 0 sends a stop to every rank it gave no role, and the pool
-stops every worker, including those it left out.
+the rest work.
+
+Every rank always ends: :class:`Ranks` is the one owner of the ranks' lifecycle. Every stop goes through
+:meth:`Ranks.stop` (the pool's for its workers, a remote master's for its optimizer rank), which sends
+each rank one ``("stop", {"now": bool})`` whatever its role, and :meth:`Ranks.release`, which every exit
+path of rank 0 calls (done, bad input, a signal, an error; at any phase: hello, roles, optimizers
+starting R, design, dispatch, summary), stops every rank not stopped yet.
 
 Without an MPI launcher (or with one rank), the same code runs with one local worker: a thread of this
 process talking to rank 0 through queues.
@@ -16,6 +21,7 @@ import signal
 import threading
 import time
 
+from .._trace import phase
 from ..errors import UsageError
 from .placement import node_info
 from .transport import Backoff, MPILink, queue_pair, world
@@ -31,8 +37,7 @@ class Ranks:
         self.others = list(others)
         self.local = local
         self.infos = {}
-        self.assigned = set()
-        self.released = False
+        self.stopped = set()
 
     @classmethod
     def create(cls):
@@ -53,8 +58,14 @@ class Ranks:
     def size(self):
         return len(self.others) + 1
 
+    @property
+    def launched(self):
+        """The number of ranks the launcher started (1 without one: the local worker is a thread)."""
+        return 1 if self.local else self.size
+
     def gather(self, route=None):
         """Wait for every other rank's hello; returns ``{rank: node_info}``. Other messages go to ``route``."""
+        phase("hello")
         backoff = Backoff()
         waiting = set(self.others) - set(self.infos)
         deadline = time.monotonic() + HELLO_TIMEOUT_S
@@ -79,18 +90,20 @@ class Ranks:
                              % (masters, self.size, max(1, self.size - 1)))
         return self.others[:masters - 1], self.others[masters - 1:]
 
-    def assign(self, ranks):
-        self.assigned.update(ranks)
+    def stop(self, ranks, now=False):
+        """Tell each of ``ranks`` not stopped yet to end (with ``now``: killing what it runs); return those
+        told now. Every role and a rank without one take the same message."""
+        todo = [rank for rank in ranks if rank not in self.stopped]
+        for rank in todo:
+            self.link.send(rank, ("stop", {"now": now}))
+        self.stopped.update(todo)
+        if todo:
+            self.link.flush()
+        return todo
 
-    def release(self):
-        """Stop every rank that got no role (idempotent)."""
-        if self.released:
-            return
-        self.released = True
-        for rank in self.others:
-            if rank not in self.assigned:
-                self.link.send(rank, ("stop", {"now": False}))
-        self.link.flush()
+    def release(self, now=False):
+        """Stop every rank not stopped yet, whatever its role and the job's phase (idempotent)."""
+        self.stop(self.others, now)
         if self.local and getattr(self, "thread", None) is not None:
             self.thread.join(timeout=10)
 

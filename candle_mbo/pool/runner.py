@@ -45,9 +45,26 @@ def _syntax_error_message(path, exc):
     return "%s:%s: syntax error: %s%s" % (path, exc.lineno, exc.msg, (" in %r" % line) if line else "")
 
 
+def is_model_path(spec):
+    """True when a ``--model`` value names a file (a .py or a path), False for an importable module's name."""
+    return spec.endswith(".py") or os.sep in spec or "/" in spec
+
+
+def model_file(spec):
+    """The file a ``--model`` value stands for: the path itself, or the importable module's file (None when
+    it cannot be found). Imports nothing but the module's parent packages."""
+    if is_model_path(spec):
+        return os.path.abspath(spec)
+    try:
+        found = importlib.util.find_spec(spec)
+    except (ImportError, ValueError):
+        return None
+    return os.path.abspath(found.origin) if found is not None and found.origin else None
+
+
 def check_model_source(spec):
     """Cheap checks that need no import: the file exists and compiles. Returns the resolved spec."""
-    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+    if is_model_path(spec):
         path = os.path.abspath(spec)
         if not os.path.exists(path):
             raise ModelError("model file not found: %s" % spec)

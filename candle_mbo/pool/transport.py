@@ -10,6 +10,7 @@ No rank ever blocks in an MPI receive: every wait polls with ``Iprobe``/``Test``
 
 import os
 import queue
+import threading
 import time
 
 TAG = 17
@@ -69,7 +70,8 @@ def world():
 class MPILink:
     """One rank's end of point-to-point messaging over MPI: non-blocking sends, polled receives.
 
-    ``peers`` are the ranks this end talks to (for a dispatcher: its workers and optimizer ranks).
+    ``peers`` are the ranks this end talks to (for a dispatcher: its workers and optimizer ranks). Sends may
+    come from two threads of a worker (its heartbeat beside a run in the worker itself): they take a lock.
     """
 
     def __init__(self, comm, peers=()):
@@ -80,13 +82,15 @@ class MPILink:
         self.size = comm.Get_size()
         self.peers = list(peers)
         self._sends = []
+        self._sending = threading.Lock()
         self._status = MPI.Status()
         self._any = MPI.ANY_SOURCE
 
     def send(self, dest, message):
-        self._sends.append(self.comm.isend(message, dest=dest, tag=TAG))
-        if len(self._sends) > 64:
-            self._sends = [r for r in self._sends if not r.Test()]
+        with self._sending:
+            self._sends.append(self.comm.isend(message, dest=dest, tag=TAG))
+            if len(self._sends) > 64:
+                self._sends = [r for r in self._sends if not r.Test()]
 
     def poll(self, source=None):
         """One received ``(source, message)`` or None, without blocking."""
@@ -113,7 +117,8 @@ class MPILink:
         deadline = time.monotonic() + timeout
         backoff = Backoff()
         while self._sends and time.monotonic() < deadline:
-            self._sends = [r for r in self._sends if not r.Test()]
+            with self._sending:
+                self._sends = [r for r in self._sends if not r.Test()]
             if self._sends:
                 backoff.sleep()
 

@@ -17,6 +17,14 @@ Protocol with the dispatcher (pickled tuples; the dispatcher's side is :mod:`can
                                                       stops taking work and gives back what it did not run
     dispatcher -> worker  ("stop", {"now": bool})     end; with now, kill the runs in progress first
     worker -> dispatcher  ("stopped", {"interrupted": [run_id, ...]})
+    worker -> dispatcher  ("alive", None)             nothing else said for HEARTBEAT_S while it has work
+    worker -> dispatcher  ("signal", {"signum"})      it received a stop signal (once, at once)
+    worker -> dispatcher  ("left", {"interrupted", "reason"})   it leaves on its own, having killed these
+
+Every message about a run names a run the dispatcher gave this worker; the dispatcher ignores (and logs)
+one about a run the worker does not hold (see :mod:`candle_mbo.pool.policy`). A worker with work in
+flight never stays silent: it says ``alive`` every ``HEARTBEAT_S`` (from a thread while an in-process run
+blocks its loop), so that the dispatcher can tell a busy worker from a gone or hung one.
 
 A worker that cannot load the model, or retires, stays in its loop (idle, asleep) until the stop: every
 rank leaves together, so MPI_Finalize never waits on a rank that left early. While a run goes on, the
@@ -24,18 +32,21 @@ worker waits on the runner (a kernel sleep on its pipe and pidfd) in slices, che
 between them; it never blocks in MPI.
 
 Signals: SIGTERM, SIGINT and SIGUSR1 are the dispatcher's business (it decides about a grace period and
-sends the stop); a worker that hears nothing from it for ``grace + 10`` s after a signal, or gets a
-second signal, kills its runs and exits.
+sends the stop). A worker reports the first one it gets at once (``signal``: a scheduler may signal the
+workers and not rank 0), so that the dispatcher stops the whole job; a worker that still hears nothing
+from it for ``grace + 10`` s kills its runs, says which (``left``) and leaves; a second signal kills its
+runs and exits.
 """
 
 import collections
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
 
-from .isolation import IsolatedRunner, RunnerRetired
+from .isolation import LOAD_TIMEOUT_S, IsolatedRunner, RunnerRetired
 from ..status import FAILED, TIMEOUT
 from .transport import Backoff
 
@@ -45,6 +56,9 @@ log = logging.getLogger("candle_mbo.worker")
 # microsecond (runs that end at once) to this, so a long run costs a worker 4 wake-ups a second, and a
 # stop or revoke is seen within a quarter of a second.
 BUSY_SLICE_S = 0.25
+# A worker with work in flight says something at least this often (CANDLE_MBO_HEARTBEAT, seconds); the
+# dispatcher takes one silent for ten times as long as gone or hung (see Pool.SILENCE_S).
+HEARTBEAT_S = float(os.environ.get("CANDLE_MBO_HEARTBEAT", 30))
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -57,16 +71,25 @@ class InProcessExecutor:
     waited for by ``reporter``).
     """
 
-    def __init__(self, config, env, fd_capture, timeout, reporter=None):
+    def __init__(self, config, env, fd_capture, timeout, heartbeat=None, reporter=None):
         from .runner import Runner
 
         os.environ.update(env)
-        self.runner = Runner.from_config(config, fd_capture=fd_capture, reporter=reporter)
+        main = threading.current_thread() is threading.main_thread()
+        try:
+            with _alarm(LOAD_TIMEOUT_S if main else None):  # the load is bounded as a runner's is
+                self.runner = Runner.from_config(config, fd_capture=fd_capture, reporter=reporter)
+        except BaseException as exc:
+            if isinstance(exc, _RunTimeout) or isinstance(exc.__cause__, _RunTimeout):
+                raise RuntimeError("importing %s did not finish within %g s (a hung import?)"
+                                   % (config["model"], LOAD_TIMEOUT_S)) from None
+            raise
         self.timeout = timeout if timeout and timeout > 0 else None
-        self.use_alarm = self.timeout and threading.current_thread() is threading.main_thread()
+        self.use_alarm = self.timeout and main
         if self.timeout and not self.use_alarm:
             log.warning("warning: --timeout is not enforced with --isolation none without mpiexec (the local "
                         "worker is a thread); use the default isolation to enforce it")
+        self.heartbeat = heartbeat  # called every HEARTBEAT_S from a thread while a run blocks the worker
         self._tasks = []
 
     @property
@@ -78,25 +101,18 @@ class InProcessExecutor:
 
     def poll(self, timeout=0.0):
         tasks, self._tasks = self._tasks, []
-        return [self.run(task) for task in tasks]
+        with _beating(self.heartbeat):
+            return [self.run(task) for task in tasks]
 
     def run(self, task):
         if not self.use_alarm:
             return self.runner.run(task)
-
-        def expire(signum, frame):
-            raise _RunTimeout()
-
-        previous = signal.signal(signal.SIGALRM, expire)
-        signal.setitimer(signal.ITIMER_REAL, self.timeout)
         try:
-            record = self.runner.run(task)
+            with _alarm(self.timeout):
+                record = self.runner.run(task)
         except _RunTimeout:
             record = {"run_id": str(task["run_id"]), "status": TIMEOUT, "objective": None,
                       "error": "stopped after %g s (--timeout)" % self.timeout}
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
         if record.get("status") == FAILED and "_RunTimeout" in str(record.get("error")):
             record["status"] = TIMEOUT
             record["error"] = "stopped after %g s (--timeout)" % self.timeout
@@ -120,9 +136,51 @@ class _RunTimeout(BaseException):
     """Raised into a run by SIGALRM (a BaseException so that user code's `except Exception` lets it by)."""
 
 
-def make_executor(settings, rank, in_process_link, reporter=None):
-    """The executor of this worker: an isolated runner (default) or the model in this process (whose epoch
-    reports leave through ``reporter``)."""
+@contextlib.contextmanager
+def _alarm(seconds):
+    """Raise _RunTimeout into this (main) thread after ``seconds`` (None: no limit)."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _RunTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _beating(heartbeat):
+    """Call ``heartbeat()`` every HEARTBEAT_S from a daemon thread while the block runs (None: nothing)."""
+    if heartbeat is None:
+        yield
+        return
+    done = threading.Event()
+
+    def beat():
+        while not done.wait(HEARTBEAT_S):
+            heartbeat()
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def make_executor(settings, rank, in_process_link, heartbeat=None, waiting=None, reporter=None):
+    """The executor of this worker: an isolated runner (default) or the model in this process. Either keeps
+    the worker heard while it blocks: the in-process one calls ``heartbeat`` every HEARTBEAT_S from a thread
+    during a run, the isolated one calls ``waiting`` about once a second while a restarted runner loads. The
+    epoch reports of a run in this process leave through ``reporter``."""
     config = dict(settings["runner"])
     env = settings.get("env") or {}
     log_dir = settings.get("log_dir")
@@ -137,9 +195,10 @@ def make_executor(settings, rank, in_process_link, reporter=None):
             config["run_log"] = os.path.join(log_dir, "worker-%d.log" % rank)
     if not isolated:
         return InProcessExecutor(config, env, fd_capture=not in_process_link, timeout=settings.get("timeout"),
-                                 reporter=reporter)
+                                 heartbeat=heartbeat, reporter=reporter)
     executor = IsolatedRunner(config, env=env, log_path=log_path, timeout=settings.get("timeout"))
     executor.ensure_started()
+    executor.on_wait = waiting
     return executor
 
 
@@ -182,10 +241,20 @@ class _WorkerState:
         self.current = None  # [kind, records so far] of the task message in progress
         self.grace = 0.0
         self.stopped = False
+        self.last_sent = time.monotonic()
+        self.signal_reported = False
         self.deferred = collections.deque()  # messages that came while an in-process run waited for an answer
 
     def send(self, message):
         self.link.send(self.master, message)
+        self.last_sent = time.monotonic()
+
+    def _alive(self):
+        self.send(("alive", None))
+
+    def _alive_if_due(self):
+        if time.monotonic() - self.last_sent >= HEARTBEAT_S:
+            self._alive()
 
     def start(self, settings, early_signal=None):
         """Install the signal handlers and load the model; tell the dispatcher how that went.
@@ -195,7 +264,8 @@ class _WorkerState:
             self.signals.install(early_signal)
         self.grace = float(settings.get("grace") or 0)
         try:
-            self.executor = make_executor(settings, self.rank, self.in_process, reporter=self._report_in_process)
+            self.executor = make_executor(settings, self.rank, self.in_process, heartbeat=self._alive,
+                                          waiting=self._alive_if_due, reporter=self._report_in_process)
         except Exception as exc:  # noqa: BLE001 - the dispatcher decides what a broken worker means
             self.send(("error", "%s (rank %d on %s)" % (exc, self.rank, self.host)))
         else:
@@ -270,13 +340,18 @@ class _WorkerState:
         if received is not None:
             self.handle(received[1])
             return
-        if self.signals.first is not None and time.monotonic() - self.signals.first[1] > self.grace + 10:
-            if self.executor is not None:
-                self.executor.cancel()
-            log.warning("worker %d: no word from the dispatcher after signal %d; leaving", self.rank,
-                        self.signals.first[0])
-            self.stopped = True
-            return
+        now = time.monotonic()
+        if self.signals.first is not None:
+            signum, since = self.signals.first
+            if not self.signal_reported:
+                self.signal_reported = True
+                self.send(("signal", {"signum": int(signum)}))
+            if now - since > self.grace + 10:
+                self._leave("no word from the dispatcher %d s after %s (rank %d on %s)"
+                            % (now - since, signal.Signals(signum).name, self.rank, self.host))
+                return
+        if self.current is not None or self.queued:
+            self._alive_if_due()
         executor = self.executor
         if executor is not None and executor.busy:
             try:
@@ -315,6 +390,19 @@ class _WorkerState:
         received = self.link.wait(self.backoff.next_delay(), self.backoff, source=self.master)
         if received is not None:
             self.handle(received[1])
+
+    def _leave(self, reason):
+        """Leave on our own: kill the runs, tell the dispatcher which (never silently), stop the loop. Records
+        of the current task message that finished are sent first."""
+        if self.current and self.current[1]:
+            self.send(("results", self.current[1]))
+        interrupted = [t["run_id"] for t in self.executor.cancel()] if self.executor is not None else []
+        interrupted += self._queued_ids()
+        self.queued.clear()
+        self.current = None
+        log.warning("worker %d: %s; leaving", self.rank, reason)
+        self.send(("left", {"interrupted": interrupted, "reason": reason}))
+        self.stopped = True
 
 
 def worker_loop(link, settings, info, master=0, early_signal=None):

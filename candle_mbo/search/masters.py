@@ -19,7 +19,7 @@ Protocol between the dispatcher and an optimizer rank (after the rank's ``hello`
     dispatcher -> rank   ("propose", {"k", "step", "seed"})
     rank -> dispatcher   ("proposals", {"step", "items": [proposal tuples], "elapsed"})
     rank -> dispatcher   ("optimizer-failed", message)   a bug: the dispatcher ends the job
-    dispatcher -> rank   ("stop", None)
+    dispatcher -> rank   ("stop", {"now": bool})      end (sent by pool.ranks.Ranks, as to every rank)
 
 A proposal travels as ``(proposal_id, x, params, prop_type, info)``. Messages from one sender arrive in
 order, so a master has always learnt what the dispatcher knew when it asked for a proposal.
@@ -233,10 +233,12 @@ class LocalMaster:
 class RemoteMaster:
     """The dispatcher's handle on an optimizer rank (see the module docstring for the protocol)."""
 
-    def __init__(self, link, rank, index):
+    def __init__(self, link, rank, index, stop):
+        """``stop(ranks)`` tells its rank to end: ``Ranks.stop``, the one owner of the ranks' lifecycle."""
         self.link = link
         self.rank = rank
         self.index = index
+        self._stop = stop
         self._request = None  # (step, k)
         self._answer = None
         self._failure = None
@@ -296,7 +298,7 @@ class RemoteMaster:
         return []
 
     def close(self):
-        self.link.send(self.rank, ("stop", None))
+        self._stop([self.rank])
 
 
 def optimizer_rank(link, settings, make_optimizer, master=0):
