@@ -316,7 +316,7 @@ def main(build_parser, workflow, argv=None):
         return code
     except UsageError as exc:
         sys.stdout.flush()
-        print("error: %s" % exc, file=terminal, flush=True)
+        _say(terminal, "error: %s" % exc)
         return exc.exit_code
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
@@ -324,25 +324,32 @@ def main(build_parser, workflow, argv=None):
         signum = getattr(exc, "signum", signal.SIGINT)
         when = ("after the runs ended; every result is saved" if context.get("dispatched")
                 else "before any run started")
-        print("error: %s %s" % (stopped_by(signum), when), file=terminal, flush=True)
+        _say(terminal, "error: %s %s" % (stopped_by(signum), when))
         return 128 + signum
     except RankLost as exc:  # journaled and said already; the lost rank may never reach MPI_Finalize
         sys.stdout.flush()
-        print("error: %s" % exc, file=terminal, flush=True)
+        _say(terminal, "error: %s" % exc)
         if not ranks.local:
             ranks.abort(1)
         return 1
     except BaseException as exc:  # noqa: BLE001 - a bug or a broken framework: end every rank, loudly
         path = _write_traceback(context.get("error_dir"))
         sys.stdout.flush()
-        print("error: %s: %s (full traceback: %s)" % (type(exc).__name__, " ".join(str(exc).split())[:300], path),
-              file=terminal, flush=True)
+        _say(terminal, "error: %s: %s (full traceback: %s)"
+             % (type(exc).__name__, " ".join(str(exc).split())[:300], path))
         pool = context.get("pool")
         if pool is not None and pool.started and not ranks.local:
             ranks.abort(1)
         return 1
     finally:
         ranks.release(now=not done)  # every exit path, every phase: every rank not stopped yet ends
+
+
+def _say(terminal, line):
+    """Write ``line`` and its newline in one write: under mpiexec, whatever mpiexec prints itself (an abort
+    banner) could otherwise land between the text and its newline."""
+    terminal.write(line + "\n")
+    terminal.flush()
 
 
 def _write_traceback(folder):

@@ -6,6 +6,7 @@ The faults table and the bad-input table here are the ones docs/RELIABILITY.md r
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -97,7 +98,7 @@ def test_master_failure_after_start_ends_every_rank(tmp_path, module):
     assert process.returncode != 0
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "injected master fault" in errors[0] and "full traceback:" in errors[0], stderr
-    traceback_path = errors[0].rsplit("full traceback: ", 1)[1].rstrip(")")
+    traceback_path = re.search(r"full traceback: (\S+?\.txt)\)", errors[0]).group(1)
     assert "Traceback" in open(traceback_path).read()
     deadline = time.time() + 10
     while session_pids(process.pid) and time.time() < deadline:
