@@ -318,3 +318,27 @@ def test_bad_objective_options_are_refused_before_anything_runs(tmp_path):
     assert result.returncode == 2 and "--objective-regex 'val_loss: (' is not a valid regular expression" \
         in result.stderr, describe(result)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_whose_answer_never_comes_trains_on_after_the_answer_timeout(tmp_path):
+    """The channel's fault path: a report that waits for an answer (early discarding on) and gets none (a
+    dispatcher busy or gone) costs the run at most CANDLE_MBO_ANSWER_TIMEOUT per report; the run ends with
+    its own objective and its whole curve, and its output says why it waited."""
+    from candle_mbo.pool.isolation import IsolatedRunner
+
+    config = {"model": EMIT, "objective": "val_loss", "reduction": "last", "require_objective": True,
+              "await_answers": True}
+    runner = IsolatedRunner(config, log_path=str(tmp_path / "runner.log"), env={"CANDLE_MBO_ANSWER_TIMEOUT": "0.5"})
+    try:
+        runner.submit([{"run_id": "lonely", "params": {"emit": "report"}, "run_dir": str(tmp_path / "lonely")}])
+        records, reports, deadline = [], [], time.monotonic() + 60
+        while runner.busy and time.monotonic() < deadline:  # as a worker does: poll, forward the reports
+            records += runner.poll(timeout=1.0)
+            reports += runner.take_reports()
+        [record] = records
+    finally:
+        runner.close()
+    assert record["status"] == "ok" and record["objective"] == pytest.approx(0.14) and record["epochs"] == 3
+    assert [r["epoch"] for r in reports] == [1, 2, 3] and all(r["run_id"] == "lonely" for r in reports)
+    log = (tmp_path / "lonely" / "model.log").read_text()
+    assert log.count("no answer to the report of epoch") == 3 and "training goes on" in log

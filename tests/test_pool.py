@@ -379,3 +379,17 @@ def test_the_start_of_each_task_message_is_reported_when_it_starts(clock):
     sends = [t for t, _, _ in link.task_messages()]
     assert len(starts) == len(sends) and all(sent <= begun for sent, (begun, _, _) in zip(sends, starts))
     assert any(sent < begun for sent, (begun, _, _) in zip(sends, starts))  # some waited behind another
+
+
+def test_an_epoch_report_about_a_run_the_sender_does_not_hold_is_dropped(clock):
+    """The epoch channel obeys the same ownership as results: a late report from a worker whose run moved
+    on (or a confused one) never reaches the dispatcher, so it cannot prune or bend another worker's run."""
+    link, pool = started_pool(clock, n_workers=2)
+    for i in range(2):
+        pool.submit({"run_id": "r%d" % i, "params": {}, "run_dir": None})
+    assert pool.owner == {"r0": 1, "r1": 2}
+    pool._handle(2, ("epochs", [{"run_id": "r0", "seq": 1, "epoch": 1, "metrics": {"val_loss": 9.0}}]))
+    pool._handle(1, ("epochs", [{"run_id": "r0", "seq": 1, "epoch": 1, "metrics": {"val_loss": 0.5}}]))
+    reports = pool.take_reports()
+    assert [(r["run_id"], r["worker"], r["metrics"]["val_loss"]) for r in reports] == [("r0", 1, 0.5)]
+    assert pool.take_reports() == []
