@@ -2,7 +2,7 @@
 
     python bench/early_discarding_bench.py [--seeds 5] [--problems curves digits] [--methods ...]
 
-Side by side in one run, at equal numbers of configurations (the budget), on
+Side by side in one run, at equal numbers of configurations (the budget; one search at equal epochs), on
   (a) ``digits``: the bundled PyTorch digits example, 12 epochs a run (epochs are the fidelity);
   (b) ``curves``: bench/models/curves.py, 27 epochs a run, whose slow learners end best (its later epochs
       reorder the early rankings: early discarding is tempted to throw the best configurations away);
@@ -10,6 +10,9 @@ these searches:
   - candle_mbo without pruning, with ``--prune asha`` (R=1, eta=3; rungs 1, 3, 9), with ``--prune median``,
     and asha telling the surrogate a pruned run's rung value adjusted by the typical later improvement of
     the runs that went on (``asha adjusted``; the default tells its last value);
+  - ``asha, 40% epochs``: what early discarding is for, the freed epochs spent on new configurations:
+    ``--prune asha --epoch-budget E`` with E = 40% of the unpruned search's epochs and 4 times the budget
+    of configurations (the search ends at E epochs);
   - Optuna's TPE with its HyperbandPruner (min resource 1, reduction factor 3), the same model code
     reporting through the same epoch channel (trial.report / should_prune).
 candle_mbo runs through the real workflow (mpiexec, ``--workers`` workers, async mode); Optuna runs its
@@ -35,7 +38,8 @@ PROBLEMS = {
                "space": os.path.join(ROOT, "bench", "spaces", "curves.R"), "budget": 40, "epochs": 27,
                "defaults": "[Global_Params]\nepochs = 27\nepoch_s = 0.01\n"},
 }
-METHODS = ("no pruning", "asha", "median", "asha adjusted", "Optuna TPE+Hyperband")
+METHODS = ("no pruning", "asha", "median", "asha adjusted", "asha, 40% epochs", "Optuna TPE+Hyperband")
+EPOCH_SHARE = 0.4  # "asha, 40% epochs": the freed epochs spent on more configurations, up to this share
 
 
 def candle_mbo_search(problem, method, seed, workers):
@@ -50,9 +54,13 @@ def candle_mbo_search(problem, method, seed, workers):
     args += ["--default-model", path]
     env = dict(ENV)
     if method != "no pruning":
-        args += ["--prune", method.split()[0]]
+        args += ["--prune", method.split()[0].rstrip(",")]
     if method == "asha adjusted":
         env["CANDLE_MBO_PRUNED_VALUE"] = "adjusted"
+    if method.startswith("asha, "):  # as a user with an allocation would: an epoch budget, more configurations
+        budget = spec["budget"] * 4
+        args[args.index("--budget") + 1] = budget
+        args += ["--epoch-budget", int(EPOCH_SHARE * spec["budget"] * spec["epochs"])]
     start = time.time()
     run(mpi_command(workers + 1, args), timeout=7200, env=env)
     wall = time.time() - start

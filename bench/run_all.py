@@ -25,6 +25,8 @@ def main():
         ["scale_sim.py"] + (["--workers", "64", "256", "--masters", "1", "2", "--mean-run", "30"] if quick else []),
         ["scale_sim.py", "--quality"] + (["--seeds", "2"] if quick else []),
         ["scale_sim.py", "--quality", "--mean-run", "5"] + (["--seeds", "2"] if quick else []),
+        ["early_discarding_bench.py"] + (["--seeds", "1"] if quick else []),
+        ["epoch_channel_bench.py"] + (["--workers", "4", "--runs", "16", "--epochs", "10"] if quick else []),
         ["scale_bench.py"] + (["--ranks", "16", "--run-s", "5", "--budget", "48", "--baseline", ""] if quick else []),
     ]
     for step in steps:

@@ -7,6 +7,7 @@ import yaml
 
 from candle_mbo.core.journal import Replay
 from candle_mbo.core.store import load_journal
+from candle_mbo.search import pruning
 from candle_mbo.search.pruning import MEDIAN_MIN_OTHERS, Pruner
 from conftest import (FIXTURES, ROOT, describe, kill_group, launch, mlrmbo, read_journal, read_records,  # noqa: F401
                       requires_mpi, write_upf)
@@ -121,11 +122,26 @@ def test_a_pruner_rebuilt_from_the_journal_decides_as_the_uninterrupted_one(rule
     assert first + feed(resumed, stream[20:]) == uninterrupted
 
 
-def test_the_surrogate_learns_a_pruned_runs_last_value():
+def test_the_surrogate_learns_a_pruned_runs_value_adjusted_by_how_the_others_went_on(monkeypatch):
+    """What mlrMBO is told of a pruned run: its rung value plus the median later change of the runs that went
+    on past that rung (fixed when the run is stopped, journaled in the decision); its own value while no run
+    has gone on; with CANDLE_MBO_PRUNED_VALUE=last, the value it had when stopped."""
     pruner = Pruner("asha", 1, 3)
-    pruner.report("a", 1, 0.5, planned=9)
-    pruner.report("b", 1, 0.7, planned=9)
-    assert pruner.surrogate_value("b", 0.7) == 0.7
+    assert pruner.report("a", 1, 0.5, planned=9) is None
+    first = pruner.report("b", 1, 0.7, planned=9)  # nobody went on yet: its own value
+    assert first["told"] == 0.7 and pruner.surrogate_value("b", 0.7) == 0.7
+    for epoch, value in ((2, 0.4), (3, 0.3)):
+        pruner.report("a", epoch, value, planned=9)  # a went on and improved by 0.2 after rung 1
+    pruner.report("c", 1, 0.45, planned=9)
+    stopped = pruner.report("d", 1, 0.9, planned=9)
+    assert stopped["told"] == pytest.approx(0.7) and pruner.surrogate_value("d", 0.9) == pytest.approx(0.7)
+    assert pruner.surrogate_value("a", 0.3) == 0.3  # not pruned: its own objective
+    maximizing = Pruner("asha", 1, 3, maximize=True)
+    maximizing.report("a", 1, 0.9, planned=9)
+    maximizing.report("a", 2, 0.95, planned=9)
+    assert maximizing.report("b", 1, 0.5, planned=9)["told"] == pytest.approx(0.55)  # the gain is a rise here
+    monkeypatch.setattr(pruning, "SURROGATE_VALUE", "last")
+    assert pruner.surrogate_value("d", 0.9) == 0.9
 
 
 # -- across processes ----------------------------------------------------------------------------------------
