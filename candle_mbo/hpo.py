@@ -179,8 +179,11 @@ def run(args, ranks, context):
                 "masters": args.masters, "masters_used": n_masters, "workers": n_workers,
                 "r_packages": master.call(master.optimizer.versions)}
     inputs = job.input_files(args, description, space=args.space)
+    # No defaults for empty cells: a space parameter a run lacks is an inactive conditional one (its requires=
+    # was false), and results.csv leaves it empty so that "not active" reads apart from "chose the default"
+    # (run() still receives the benchmark's default).
     experiment = job.open_experiment(args, experiment, settings, inputs, param_columns=space["ids"],
-                                     extra_columns=("iteration", "prop_type"), param_defaults=description.get("params"))
+                                     extra_columns=("iteration", "prop_type"))
     context["error_dir"] = experiment.file("logs")
     write_json_atomic(experiment.file("mbo_settings.json"),
                       dict(opt_settings, seed=seed, budget=budget, design_size=design_size))

@@ -1,5 +1,6 @@
 """HPO workflow for real: mlrMBO through rpy2, mpiexec ranks, budgets, failures, resume, bad input."""
 
+import csv
 import json
 import os
 import signal
@@ -98,6 +99,12 @@ def test_mixed_space_values_reach_run_as_plain_python(tmp_path):
         assert None not in params.values()
     levels = {r["params"]["activation"] for r in records if r["iteration"] == 0}
     assert levels == {"relu", "tanh", "sigmoid"}  # every level in the design
+    # issue 21 item 10: an inactive parameter's cell in results.csv is empty, not the default run() received
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    inactive = [r["run_id"] for r in records if "momentum" not in r["params"]]
+    assert inactive and all(rows[i]["momentum"] == "" for i in inactive)
+    assert all(rows[r["run_id"]]["momentum"] != "" for r in records if "momentum" in r["params"])
 
 
 @requires_mpi

@@ -389,3 +389,13 @@ def test_odd_records_are_shown_not_fatal(tmp_path):
     assert set(re.findall(r'data-run="([^"]*)"', text)) == {r["run_id"] for r in records}
     lines = progress.summary(report.Data(directory).records, "val_loss", False, None, None, 2, directory)
     assert "no reason recorded (status crashed)" in "\n".join(lines)
+
+
+def test_an_inactive_parameter_is_an_empty_cell_and_the_legend_says_so(tmp_path):
+    """Issue 21 item 10: a run without ``dropout`` (deep=False) shows an empty cell, and the legend says why."""
+    records = hpo_records()
+    directory = write_experiment(tmp_path / "exp", "hpo", records)
+    report.render(directory)
+    page = open(os.path.join(directory, "report.html")).read()
+    assert "a conditional parameter whose <code>requires</code> was false: not active" in page
+    assert any("dropout" not in r["params"] for r in records)
