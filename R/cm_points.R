@@ -73,7 +73,10 @@ cm_finish_params <- function(x, ps, whole) {
     if (is.factor(v)) v <- as.character(v)
     v <- unname(v)
     is_whole <- is.numeric(v) && all(is.finite(v)) && all(v == round(v)) && all(abs(v) < .Machine$integer.max)
-    if (is_whole && (id %in% whole || p$type %in% c("discrete", "discretevector"))) {
+    # discrete levels that are all numbers have one type, the one they declare (cm_whole_valued: ints when
+    # every level is whole); other discrete levels keep their own
+    per_level <- p$type %in% c("discrete", "discretevector") && !cm_numeric_levels(p)
+    if (is_whole && (id %in% whole || per_level)) {
       v <- as.integer(round(v))
     } else if (is.numeric(v)) {
       v <- as.numeric(v)

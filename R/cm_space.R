@@ -122,12 +122,24 @@ cm_full_values <- function(x) {
   cm_constant_params(cm$full.par.set, cm$constants, x)
 }
 
+# A discrete parameter (no trafo) whose levels are all single numbers: its values keep one type, int when
+# every level is whole (values = c(16, 32, 64)), float otherwise (values = c(0.5, 1, 2)), never one per level.
+cm_numeric_levels <- function(p) {
+  p$type %in% c("discrete", "discretevector") && is.null(p$trafo) && length(p$values) > 0 &&
+    all(vapply(p$values, function(v) is.numeric(v) && length(v) == 1L, logical(1)))
+}
+
 # Parameters whose values reach run() as whole numbers: integer parameters without a trafo, and any
 # numeric or integer parameter whose trafo gives whole numbers all over its domain (probed at 64
 # points, e.g. trafo = function(x) round(2^x)). Decided once, so a parameter keeps one type.
 cm_whole_valued <- function(ps) {
   ids <- character(0)
   for (p in ps$pars) {
+    if (cm_numeric_levels(p)) {
+      v <- unlist(p$values)
+      if (all(is.finite(v)) && all(v == round(v)) && all(abs(v) < .Machine$integer.max)) ids <- c(ids, p$id)
+      next
+    }
     if (!p$type %in% c("numeric", "integer", "numericvector", "integervector")) next
     if (is.null(p$trafo)) {
       if (p$type %in% c("integer", "integervector")) ids <- c(ids, p$id)
