@@ -75,11 +75,13 @@ cm_searched_space <- function(ps, path = "space") {
     stop(sprintf("%s: every parameter is constant (lower == upper or a single level): nothing to search", path),
          call. = FALSE)
   }
-  # a scalar constant enters an expression as itself; a discrete level that is not a plain scalar
-  # (a vector level) as its name, the way ParamHelpers compares discrete values
+  # a numeric or logical constant enters an expression as its value; a discrete one as its level's name
+  # (values = list(adam = "Adam"): opt == "adam"), the way ParamHelpers evaluates requires= on a design
   subst <- lapply(names(constants), function(id) {
-    v <- constants[[id]]
-    if (is.atomic(v) && length(v) == 1L) v else names(ps$pars[[id]]$values)[1]
+    p <- ps$pars[[id]]
+    if (p$type == "discrete") names(p$values)[1]
+    else if (p$type == "discretevector") rep(names(p$values)[1], p$len)
+    else constants[[id]]
   })
   names(subst) <- names(constants)
   pars <- list()

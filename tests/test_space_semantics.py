@@ -60,3 +60,38 @@ def test_numeric_discrete_levels_reach_run_with_one_type_each():
         jsonlite::toJSON(unique(vapply(seq_len(nrow(d)), function(i) class(dfRowToList(d, ps, i)$scale),
                                        character(1))))''')
     assert classes == ["numeric"]
+
+
+# -- item 1: a constant discrete parameter in requires= is compared by its level's name ------------------
+def test_a_constant_discrete_level_in_requires_is_its_name(tmp_path):
+    body = ('  makeDiscreteParam("opt", values = list(adam = "Adam")),\n'
+            '  makeNumericParam("mom", lower = 0, upper = 1, requires = quote(opt == "adam")),\n'
+            '  makeNumericParam("lr", lower = 0, upper = 1),\n'
+            '  makeNumericParam("beta", lower = 0, upper = 1, requires = quote(opt == "Adam"))')
+    space = write_space(tmp_path, body)
+    optimizer = mbo(space)
+    points = optimizer.design(8, 1)
+    optimizer.tell([(p, p.params["lr"]) for p in points])
+    points += optimizer.propose(2, 2)
+    assert all(p.params["opt"] == "Adam" for p in points)  # run() gets the value
+    assert all(0 <= p.params["mom"] <= 1 for p in points)  # active, as plain ParamHelpers has it
+    assert all("beta" not in p.params for p in points)  # a comparison with the value is false there too
+    active = plain_r('''
+        ps <- makeParamSet(makeDiscreteParam("opt", values = list(adam = "Adam")),
+                           makeNumericParam("mom", lower = 0, upper = 1, requires = quote(opt == "adam")),
+                           makeNumericParam("lr", lower = 0, upper = 1),
+                           makeNumericParam("beta", lower = 0, upper = 1, requires = quote(opt == "Adam")))
+        d <- generateDesign(8, ps)
+        jsonlite::toJSON(list(mom = sum(!is.na(d$mom)), beta = sum(!is.na(d$beta))), auto_unbox = TRUE)''')
+    assert active == {"mom": 8, "beta": 0}
+
+
+def test_a_constant_with_requires_on_a_named_level_is_put_back_when_active(tmp_path):
+    body = ('  makeDiscreteParam("opt", values = list(adam = "Adam", sgd = "SGD")),\n'
+            '  makeNumericParam("lr", lower = 0, upper = 1),\n'
+            '  makeNumericParam("eps", lower = 0.5, upper = 0.5, requires = quote(opt == "adam"))')
+    optimizer = mbo(write_space(tmp_path, body))
+    points = optimizer.design(8, 1)
+    assert {p.params["opt"] for p in points} == {"Adam", "SGD"}
+    for p in points:
+        assert ("eps" in p.params) == (p.params["opt"] == "Adam"), p.params
