@@ -81,6 +81,7 @@ cm_setup <- function(space_path, settings_json) {
   cm$par.set <- ps
   cm$constants <- searched$constants
   cm$split <- searched$split
+  cm$named <- searched$named
   cm$whole <- cm_whole_valued(full)
   cm$minimize <- !isTRUE(settings$maximize)
   cm$sync <- !identical(settings$mode, "async")

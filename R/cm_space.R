@@ -108,12 +108,44 @@ cm_searched_space <- function(ps, path = "space") {
     }
     if (!is.null(searched$forbidden)) searched$forbidden <- do.call(substitute, list(searched$forbidden, subst))
   }
-  list(par.set = searched, constants = constants, split = split)
+  # A discrete parameter that requires= or forbidden= mentions, whose level names differ from its values
+  # (values = list(adam = "Adam")), is searched over its names: an expression compares names (as in a
+  # ParamHelpers design), and mlrMBO's optimization path checks a point's values against them, which
+  # would refuse every point whose value is not its name. run() still gets the value (cm_full_values).
+  mentioned <- unique(unlist(lapply(c(lapply(searched$pars, function(p) p$requires), list(searched$forbidden)),
+                                    function(e) if (is.null(e)) character(0) else all.vars(e))))
+  named <- character(0)
+  for (id in intersect(names(searched$pars), mentioned)) {
+    p <- searched$pars[[id]]
+    if (p$type != "discrete") next
+    level_names <- names(p$values)
+    if (all(vapply(seq_along(p$values), function(i) identical(p$values[[i]], level_names[i]), logical(1)))) next
+    p$values <- stats::setNames(as.list(level_names), level_names)
+    if (!is.null(p$default)) p$default <- discreteValueToName(searched$pars[[id]], p$default)
+    searched$pars[[id]] <- p
+    named <- c(named, id)
+  }
+  list(par.set = searched, constants = constants, split = split, named = named)
+}
+
+`%||%` <- function(a, b) if (is.null(a)) b else a
+
+# The discrete vector parameter a split element (activations1) belongs to.
+cm_split_owner <- function(element) {
+  for (id in names(cm$split)) if (element %in% cm$split[[id]]) return(id)
+  NA_character_
 }
 
 # A point of the searched space (dfRowToList) as values of the space file's parameters: split vectors
 # joined, constants added (NA where their requires= fails), in the space file's order.
 cm_full_values <- function(x) {
+  for (id in cm$named) {  # searched by level name (cm_searched_space): the level's value
+    v <- x[[id]]
+    if (length(v) == 1L && !is.na(v)) {
+      whole <- cm$full.par.set$pars[[id]] %||% cm$full.par.set$pars[[cm_split_owner(id)]]
+      x[id] <- list(whole$values[[v]])
+    }
+  }
   for (id in names(cm$split)) {
     parts <- x[cm$split[[id]]]
     x[cm$split[[id]]] <- NULL

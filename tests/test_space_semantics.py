@@ -95,3 +95,44 @@ def test_a_constant_with_requires_on_a_named_level_is_put_back_when_active(tmp_p
     assert {p.params["opt"] for p in points} == {"Adam", "SGD"}
     for p in points:
         assert ("eps" in p.params) == (p.params["opt"] == "Adam"), p.params
+
+
+# -- item 2: level names that differ from values, with requires= on them ----------------------------------
+NAMED_LEVELS = ('  makeDiscreteParam("opt", values = list(adam = "Adam", sgd = "SGD")),\n'
+                '  makeNumericParam("mom", lower = 0, upper = 1, requires = quote(opt == "adam")),\n'
+                '  makeNumericParam("lr", lower = 0, upper = 1)')
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_named_levels_with_requires_are_searched_by_name_and_run_with_values(tmp_path, mode):
+    optimizer = mbo(write_space(tmp_path, NAMED_LEVELS), mode=mode)
+    points = optimizer.design(8, 1)
+    optimizer.tell([(p, p.params["lr"] + (0.5 if p.params["opt"] == "SGD" else 0)) for p in points])
+    for step in range(2, 5):
+        proposed = optimizer.propose(2, step)
+        optimizer.tell([(p, p.params["lr"]) for p in proposed])
+        points += proposed
+    assert {p.params["opt"] for p in points} == {"Adam", "SGD"}  # run() gets the values
+    assert {p.x["opt"] for p in points} == {"adam", "sgd"}  # the surrogate sees the names
+    for p in points:
+        assert ("mom" in p.params) == (p.params["opt"] == "Adam"), p.params
+    # plain ParamHelpers: a design's rows compare by name, so mom is active exactly where opt is adam
+    plain = plain_r('''
+        ps <- makeParamSet(%s)
+        d <- generateDesign(8, ps)
+        jsonlite::toJSON(all((d$opt == "adam") == !is.na(d$mom)))''' % NAMED_LEVELS)
+    assert plain == [True]
+
+
+def test_plain_mbo_fails_on_named_levels_with_requires(tmp_path):
+    """What plain mbo() does with the same space (the failure candle_mbo used to hit after its design)."""
+    message = plain_r('''
+        ps <- makeParamSet(%s)
+        ctrl <- makeMBOControl()
+        ctrl <- setMBOControlTermination(ctrl, iters = 1L)
+        f <- smoof::makeSingleObjectiveFunction(fn = function(x) x$lr, par.set = ps, has.simple.signature = FALSE)
+        set.seed(1)
+        out <- tryCatch({ mbo(f, design = generateDesign(6, ps), control = ctrl, show.info = FALSE); "ok" },
+                        error = function(e) conditionMessage(e))
+        jsonlite::toJSON(out)''' % NAMED_LEVELS)
+    assert "infeasible" in message[0], message
