@@ -28,7 +28,7 @@ from ._trace import phase
 from .errors import UsageError
 from .search.masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
 from .search.names import check_names
-from .search.mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES
+from .search.mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES, check_settings
 from .reporting.progress import describe_epochs, epoch_usage, format_objective
 from .search.optimizer import small_budget_note
 from .core.sources import SearchSource
@@ -129,7 +129,10 @@ def run(args, ranks, context):
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2 ** 31 - 1)
     opt_settings = {"propose_points": propose_points, "learner": args.learner, "crit": args.crit,
                     "profile": profile, "maximize": bool(args.maximize), "mode": args.mode, "lie": args.lie,
-                    "random_lambda": args.mode == "async", "optimizer": args.optimizer, "space": args.space}
+                    "random_lambda": args.mode == "async", "optimizer": args.optimizer, "space": args.space,
+                    "request_points": min(SearchSource.MAX_BATCH, max(1, n_workers))}
+    if args.optimizer == "mbo":
+        check_settings(opt_settings)  # before R starts: a criterion that cannot give what a request asks
     master = LocalMaster()
     master.begin(make_optimizer, opt_settings)  # R starts on its thread while the model is probed
     description = job.check_model(args, require_objective=True)

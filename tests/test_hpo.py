@@ -237,6 +237,17 @@ def test_unknown_hyperparameter_names_are_warned_and_typos_refused(tmp_path):
     assert allowed.returncode == 0, describe(allowed)
 
 
+@requires_mpi
+def test_async_mr_with_one_point_per_batch_is_refused_for_several_workers(tmp_path):
+    """Issue 21 item 5: --propose-points 1 does not bound an async request, which asks for up to the workers."""
+    result = launch("candle_mbo", ["--model", BRANIN, "--space", os.path.join(FIXTURES, "branin_space.R"),
+                                   "--output", tmp_path / "out", "--mode", "async", "--crit", "mr",
+                                   "--propose-points", "1", "--budget", 8], np=4, timeout=180)
+    assert result.returncode == 2, describe(result)
+    assert "--crit mr cannot choose several points at once: async mode with 3 points" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_help_shows_a_working_example():
     result = launch("candle_mbo", ["--help"], timeout=60)
     assert result.returncode == 0 and "mpiexec -n 3 python -m candle_mbo --model examples/digits" in result.stdout

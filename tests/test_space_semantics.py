@@ -136,3 +136,26 @@ def test_plain_mbo_fails_on_named_levels_with_requires(tmp_path):
                         error = function(e) conditionMessage(e))
         jsonlite::toJSON(out)''' % NAMED_LEVELS)
     assert "infeasible" in message[0], message
+
+
+# -- item 5: async --crit mr is checked against what a request can ask for --------------------------------
+def test_async_mr_is_refused_when_a_request_can_ask_for_several_points():
+    from candle_mbo.errors import UsageError
+    from candle_mbo.search.mbo import check_settings
+
+    base = settings(mode="async", crit="mr", propose_points=1)
+    with pytest.raises(UsageError, match="--crit mr cannot choose several points at once: async mode with 3"):
+        check_settings(dict(base, request_points=3))  # 3 workers: a request can ask for 3 points
+    check_settings(dict(base, request_points=1))  # one worker: one point at a time, mr is fine
+    check_settings(dict(base, request_points=3, crit="cb"))
+    # plain mbo() refuses a mean-response proposal of several points as well
+    message = plain_r('''
+        ps <- makeParamSet(makeNumericParam("x", 0, 1))
+        f <- smoof::makeSingleObjectiveFunction(fn = function(x) x^2, par.set = ps)
+        ctrl <- makeMBOControl(propose.points = 3L)
+        ctrl <- setMBOControlInfill(ctrl, crit = makeMBOInfillCritMeanResponse())
+        ctrl <- setMBOControlTermination(ctrl, iters = 1L)
+        set.seed(1)
+        jsonlite::toJSON(tryCatch({ mbo(f, control = ctrl, show.info = FALSE); "ok" },
+                                  error = function(e) conditionMessage(e)))''')
+    assert message != ["ok"], message

@@ -78,9 +78,13 @@ def check_settings(settings):
         value = settings.get(key)
         if value is not None and value not in choices:
             raise UsageError("%s %s: unknown; choose one of %s" % (option, value, ", ".join(choices)))
-    k = int(settings.get("propose_points") or 1)
     mode = settings.get("mode") or "sync"
     crit = settings.get("crit") or "default"
+    # how many points one proposal can be asked for: a sync batch; in async mode what a request can ask for
+    # (``request_points``: the workers, up to the source's largest batch), whatever --propose-points says
+    k = int(settings.get("propose_points") or 1)
+    if mode == "async" and settings.get("request_points") is not None:
+        k = int(settings["request_points"])
     if k > 1 and crit not in BATCH_CRITS[mode]:
         if mode == "sync":
             where = ("sync mode proposes batches of %d points (--propose-points, default: the number of workers)"
