@@ -211,7 +211,7 @@ cm_restore <- function(items_json) {
     items_here <- cm_register(x, prop_types, NULL, path_extras)
     ids <- vapply(items_here, function(it) it$id, integer(1))
     running <- vapply(members, function(it) isTRUE(it$running), logical(1))
-    if (as.numeric(g) == 0) cm$n_design <- length(members)
+    if (as.numeric(g) == 0 && !cm$n_design_given) cm$n_design <- length(members)
     if (as.numeric(g) > 0) cm$n_proposed <- cm$n_proposed + length(members)
     told_ids <- ids[!running]
     ys <- vapply(members[!running], cm_item_y, numeric(1))

@@ -161,7 +161,9 @@ def run(args, ranks, context):
         log.info("note: %d workers for a budget of %d evaluations; %d will stay idle", n_workers, budget,
                  n_workers - budget)
     evaluations = budget if not args.iterations else min(budget, design_size + args.iterations * propose_points)
-    master.call(master.optimizer.set_budget, evaluations)  # how far the search is, for adaptive criteria
+    # every master searches the same budget from the same design size (warm-up, adaptive criteria)
+    opt_settings.update(budget=evaluations, design_size=design_size)
+    master.call(master.optimizer.set_budget, evaluations, design_size)
     opt_settings["budget"] = evaluations
     envs = job.plan_workers(ranks, worker_ranks, master_ranks, args)
     max_failures = args.max_failures if args.max_failures is not None else job.default_max_failures(n_workers)

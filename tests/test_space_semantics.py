@@ -159,3 +159,31 @@ def test_async_mr_is_refused_when_a_request_can_ask_for_several_points():
         jsonlite::toJSON(tryCatch({ mbo(f, control = ctrl, show.info = FALSE); "ok" },
                                   error = function(e) conditionMessage(e)))''')
     assert message != ["ok"], message
+
+
+# -- item 3: every master knows the design size and the budget --------------------------------------------
+def test_masters_given_the_same_results_are_in_the_same_state():
+    from candle_mbo.search.masters import MasterLogic, make_optimizer
+
+    space = os.path.join(FIXTURES, "branin_space.R")
+    common = settings(mode="async", crit="adacb", propose_points=4, optimizer="mbo", space=space, budget=30,
+                      design_size=10)
+    master0 = MasterLogic(make_optimizer(common), 0)
+    master1 = MasterLogic(make_optimizer(dict(common, master_index=1)), 1)
+    design = master0.design(10, 1)
+    for index, (proposal_id, x, params, _, _) in enumerate(design):  # all 10 run; master 0 proposed them
+        master0.dispatched([("r%d" % index, 0, proposal_id, x)])
+        master1.dispatched([("r%d" % index, 0, proposal_id, x)])
+    told = [("r%d" % i, design[i][1], design[i][2]["x1"] + design[i][2]["x2"]) for i in range(3)]
+    master0.tell(told)
+    master1.tell(told)
+
+    def state(logic):
+        cm = logic.opt._env["cm"]
+        return {"n_design": cm["n_design"][0], "budget": cm["budget"][0], "warmup": logic.opt._env["cm_warmup"]()[0],
+                "pending": len(cm["pending"])}
+
+    assert state(master0) == state(master1) == {"n_design": 10, "budget": 30, "warmup": 5, "pending": 7}
+    # 3 of the 10 results are in, the warm-up is half the design: both propose random points
+    assert [p[3] for p in master0.propose(1, 5)] == [p[3] for p in master1.propose(1, 6)] == ["random"]
+

@@ -343,12 +343,13 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
 
 def make_optimizer(settings):
     """The optimizer a master runs, from the search settings (``optimizer``: mbo or random; ``space``;
-    ``budget``, when known, tells adaptive criteria how far the search is)."""
+    ``budget`` and ``design_size``, when known, tell warm-up and adaptive criteria how far the search is:
+    every master gets both, so that each sees the search as master 0 does)."""
     from .mbo import make_optimizer as make
 
     optimizer = make(settings.get("optimizer", "mbo"), settings["space"], settings)
     if settings.get("budget"):
-        optimizer.set_budget(settings["budget"])
+        optimizer.set_budget(settings["budget"], settings.get("design_size"))
     return optimizer
 
 

@@ -161,8 +161,8 @@ class _RSpace(Optimizer):
                   "running": bool(it.get("running"))} for it in items]
         return self._points(self._call("cm_restore", json.dumps(plain)))
 
-    def set_budget(self, evaluations):
-        self._call("cm_set_budget", int(evaluations))
+    def set_budget(self, evaluations, design_size=None):
+        self._call("cm_set_budget", int(evaluations), int(design_size) if design_size else self._r.NA_Integer)
 
     def messages(self):
         return json.loads(self._call("cm_take_log"))
