@@ -187,3 +187,28 @@ def test_masters_given_the_same_results_are_in_the_same_state():
     # 3 of the 10 results are in, the warm-up is half the design: both propose random points
     assert [p[3] for p in master0.propose(1, 5)] == [p[3] for p in master1.propose(1, 6)] == ["random"]
 
+
+# -- item 4: a proposal is pending for every master the moment it is made ---------------------------------
+def test_other_masters_proposals_are_pending_from_their_proposal_on():
+    from candle_mbo.search.masters import MasterLogic, make_optimizer
+
+    space = os.path.join(FIXTURES, "branin_space.R")
+    common = settings(mode="async", propose_points=4, optimizer="mbo", space=space, budget=30, design_size=8)
+    masters = [MasterLogic(make_optimizer(dict(common, master_index=i)), i) for i in (0, 1)]
+    design = masters[0].design(8, 1)
+    running = [("r%d" % i, 0, item[0], item[1]) for i, item in enumerate(design)]
+    for m in masters:
+        m.dispatched(running)
+        m.tell([(run_id, x, x["x1"] + x["x2"]) for run_id, _, _, x in running[:6]])
+
+    def pending(logic):
+        return len(logic.opt._env["cm"]["pending"])
+
+    assert pending(masters[0]) == pending(masters[1]) == 2
+    proposed = masters[0].propose(2, 5)
+    masters[1].proposed([(0, item[0], item[1]) for item in proposed])
+    assert pending(masters[0]) == pending(masters[1]) == 4  # the same picture of the search
+    masters[1].dispatched([("r8", 0, proposed[0][0], proposed[0][1])])  # adopted once, not again
+    assert pending(masters[1]) == 4
+    masters[1].withdraw([(0, proposed[1][0])])  # will never run
+    assert pending(masters[1]) == 3
