@@ -28,7 +28,7 @@ from ._trace import phase
 from .errors import UsageError
 from .search.masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
 from .search.names import check_names
-from .search.mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES, check_settings
+from .search.mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES, TRANSFORMS, check_settings
 from .reporting.progress import describe_epochs, epoch_usage, format_objective
 from .search.optimizer import small_budget_note
 from .core.sources import SearchSource
@@ -56,7 +56,7 @@ are journaled and run again first with --resume. Open MPI's mpiexec exits 1 afte
 
 # Settings a resumed experiment must keep.
 IDENTITY = ("kind", "model", "space", "default_model", "objective", "reduction", "maximize", "optimizer",
-            "learner", "crit", "profile", "mode", "lie", "seed", "design_size", "prune", "min_epochs", "eta",
+            "learner", "crit", "profile", "mode", "lie", "objective_transform", "seed", "design_size", "prune", "min_epochs", "eta",
             "fidelity")
 
 
@@ -92,6 +92,11 @@ def build_parser():
                        help="async: the objective assumed for running points: the surrogate's prediction "
                             "(believer, default), the best, mean or worst value so far (constant liar), or "
                             "none (ignore them)")
+    group.add_argument("--objective-transform", choices=TRANSFORMS, default="none",
+                       help="what the surrogate sees of the objective: none (default: the values, those beyond "
+                            "the divergence fence capped there) or log (log10, for objectives that span decades; "
+                            "a value <= 0 enters a decade below the smallest positive one). results.csv keeps "
+                            "the raw values")
     group.add_argument("--seed", type=int, metavar="S",
                        help="seed of R before the design and every proposal (default: drawn and recorded)")
     group.add_argument("--masters", type=cli.positive_int, metavar="M",
@@ -129,7 +134,7 @@ def run(args, ranks, context):
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2 ** 31 - 1)
     opt_settings = {"propose_points": propose_points, "learner": args.learner, "crit": args.crit,
                     "profile": profile, "maximize": bool(args.maximize), "mode": args.mode, "lie": args.lie,
-                    "random_lambda": args.mode == "async", "optimizer": args.optimizer, "space": args.space,
+                    "objective_transform": args.objective_transform, "random_lambda": args.mode == "async", "optimizer": args.optimizer, "space": args.space,
                     "request_points": min(SearchSource.MAX_BATCH, max(1, n_workers))}
     if args.optimizer == "mbo":
         check_settings(opt_settings)  # before R starts: a criterion that cannot give what a request asks
@@ -174,7 +179,8 @@ def run(args, ranks, context):
                 "fidelity": args.fidelity, "epoch_budget": args.epoch_budget,
                 "planned_epochs": (description.get("params") or {}).get(args.fidelity),
                 "maximize": bool(args.maximize), "optimizer": args.optimizer, "learner": args.learner,
-                "crit": args.crit, "profile": profile, "mode": args.mode, "lie": args.lie, "seed": seed,
+                "crit": args.crit, "profile": profile, "mode": args.mode, "lie": args.lie,
+                "objective_transform": args.objective_transform, "seed": seed,
                 "budget": budget, "design_size": design_size, "propose_points": propose_points,
                 "iterations": args.iterations, "max_time": args.max_time, "timeout": args.timeout,
                 "isolation": args.isolation, "memory_limit": args.memory_limit,
