@@ -50,6 +50,25 @@ def test_numeric_space_sync_exact_budget(tmp_path):
 
 
 @requires_mpi
+def test_log_transform_is_recorded_and_results_keep_raw_values(tmp_path):
+    """Issue 21 item 9: --objective-transform log reaches R (mbo_settings.json), experiment.yaml records it,
+    results.csv keeps the values run() returned."""
+    import yaml
+
+    out = tmp_path / "out"
+    result = hpo(out, BRANIN, "branin_space.R", "--mode", "sync", "--budget", 7, "--design-size", 4, "--seed", 5,
+                 "--objective-transform", "log", "--no-run-dirs")
+    assert result.returncode == 0, describe(result)
+    assert json.loads((out / "mbo_settings.json").read_text())["objective_transform"] == "log"
+    assert yaml.safe_load((out / "experiment.yaml").read_text())["settings"]["objective_transform"] == "log"
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    records = read_records(out)
+    assert len(rows) == 7 and sorted(float(r["objective"]) for r in rows) == sorted(r["objective"] for r in records)
+    assert min(float(r["objective"]) for r in rows) > 0.3  # Branin's values (minimum 0.398), not their log10
+
+
+@requires_mpi
 def test_async_search_without_run_dirs(tmp_path):
     out = tmp_path / "out"
     result = hpo(out, BRANIN, "branin_space.R", "--mode", "async", "--budget", 10, "--design-size", 4, "--seed", 3,
@@ -195,6 +214,7 @@ def test_bad_space_files_exit_2(tmp_path, space_text, message):
     (["--design-size", "2"], "smaller than the 3 levels"),
     (["--learner", "gp"], "invalid choice: 'gp'"),
     (["--crit", "pi"], "invalid choice: 'pi'"),
+    (["--objective-transform", "sqrt"], "invalid choice: 'sqrt'"),
     (["--learner", "km"], "km needs a space of numeric"),
     (["--budget", "0"], "--budget: must be a whole number of at least 1"),
     (["--timeout", "-5"], "--timeout: must be 0"),
