@@ -28,6 +28,8 @@
 # the *current* range each time the path changes (so before every fit): worst finite value + 10% of
 # the finite range, with arithmetic that cannot overflow. A value whose magnitude exceeds 1e100 (a
 # diverged run) is treated as a failure for the surrogate: sums of squares of such values overflow.
+# Values beyond the divergence fence (cm_fence: median + 100 robust spreads of the ok values, on the
+# worse side) enter capped at the fence, and --objective-transform log gives the surrogate log10(y).
 #
 # Modes:
 #   sync  - batches: mlrMBO's proposePoints (multi-point 'cb' with random lambdas by default; 'cl' for

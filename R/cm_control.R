@@ -81,6 +81,7 @@ cm_setup <- function(space_path, settings_json) {
   cm$par.set <- ps
   cm$constants <- searched$constants
   cm$split <- searched$split
+  cm$named <- searched$named
   cm$whole <- cm_whole_valued(full)
   cm$minimize <- !isTRUE(settings$maximize)
   cm$sync <- !identical(settings$mode, "async")
@@ -103,6 +104,7 @@ cm_setup <- function(space_path, settings_json) {
   cm$state <- NULL
   cm$budget <- NA_integer_
   cm$n_design <- NA_integer_
+  cm$n_design_given <- FALSE  # set by cm_set_budget: then no design or result changes it
   cm$n_proposed <- 0L      # points handed out after the design (async adacb progress)
   cm$log <- character(0)
   cm$believer_cache <- NULL
@@ -118,8 +120,15 @@ cm_template <- function(ps) {
 
 # The number of evaluations the search will make in all (design included): mlrMBO's termination gets
 # the real number of proposal steps, so that progress-driven criteria (adacb) move as the budget is used.
-cm_set_budget <- function(budget) {
+# `n_design`: the design's size, given to every master (an optimizer rank that did not make the design
+# would otherwise take the rows it has at its first result for it: its warm-up and adacb's progress
+# would differ from master 0's); once given, it is the design size whatever this master has seen.
+cm_set_budget <- function(budget, n_design = NA_integer_) {
   cm$budget <- as.integer(budget)
+  if (!is.na(n_design)) {
+    cm$n_design <- as.integer(n_design)
+    cm$n_design_given <- TRUE
+  }
   cm_update_iters()
   TRUE
 }

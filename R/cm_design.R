@@ -12,7 +12,7 @@ cm_design <- function(n, seed) {
   d <- generateDesign(as.integer(n), ps)
   d <- cm_patch_levels(d, ps)
   items <- cm_register(d, rep("initdesign", nrow(d)))
-  cm$n_design <- nrow(d)
+  if (!cm$n_design_given) cm$n_design <- nrow(d)
   cm_update_iters()
   cm_open_batch(vapply(items, function(it) it$id, integer(1)))
   cm_to_json(items)

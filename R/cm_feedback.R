@@ -3,13 +3,58 @@
 # Feeding results back: sync batches, the optimization path, adopted and discarded points, a resumed
 # journal's points, and the imputation of failures before every fit.
 
-# The values the surrogate is told for raw values `y` (NA: failed): diverged values count as failed,
-# failures get the worst finite value + 10% of the finite range (or 10% of max(|worst|, 1) when all
-# finite values are equal), clamped to the largest double. NULL while no finite value exists.
+# The divergence fence: the single definition of "beyond the ok runs' range" (the same formula, with
+# the same constants, is candle_mbo/reporting/plots.py's divergence_fence, which the figures clip at).
+# From the ok values `y` (finite): median + k x spread on the worse side (above when minimizing, below
+# when maximizing), spread = max(1.4826 x MAD, 0.1 x |median|) (the floor keeps a tight cluster from
+# fencing off runs that are merely bad). NA (no fence) with fewer than cm_fence_min values or no spread.
+# k = 100 is far beyond any legitimate spread of a search (Tukey's far fence is about 4.5 spreads) and
+# far below diverged values (1e13 and more against losses of order 1): see docs/user-guide.md, section 4.
+cm_fence_k <- 100
+cm_fence_min <- 4L
+cm_fence <- function(y, minimize = cm$minimize, k = cm_fence_k) {
+  y <- y[is.finite(y)]
+  if (length(y) < cm_fence_min) return(NA_real_)
+  med <- stats::median(y)
+  spread <- max(1.4826 * stats::median(abs(y - med)), 0.1 * abs(med))
+  if (!is.finite(spread) || !(spread > 0)) return(NA_real_)
+  if (minimize) med + k * spread else med - k * spread
+}
+
+# --objective-transform log: the surrogate sees log10(y). A value log cannot take (y <= 0) enters one
+# decade below the smallest positive value (so it keeps its rank: best when minimizing, worst when
+# maximizing); with no positive value at all, values enter untransformed.
+cm_transform_y <- function(y) {
+  if (!identical(cm$settings$objective_transform, "log")) return(y)
+  ok <- !is.na(y)
+  positive <- y[ok & y > 0]
+  if (!length(positive)) return(y)
+  floor_ <- min(positive) / 10
+  y[ok & y <= 0] <- floor_
+  log10(y)
+}
+
+# The values the surrogate is told for raw values `y` (NA: failed), recomputed before every fit:
+# diverged values (|y| > cm_diverged, non-finite) count as failed; the rest are transformed
+# (cm_transform_y) and capped at the divergence fence (cm_fence of the transformed ok values; values
+# beyond it enter as the fence: settings$objective_cap = FALSE turns the cap off, settings$fence_k
+# changes k); failures get the worst capped value + 10% of the capped range (or 10% of
+# max(|worst|, 1) when all values are equal), clamped to the largest double. NULL while no finite
+# value exists.
 cm_surrogate_y <- function(y) {
   y[!is.finite(y) | abs(y) > cm_diverged] <- NA_real_
+  y <- cm_transform_y(y)
   finite <- y[!is.na(y)]
   if (!length(finite)) return(NULL)
+  if (!isFALSE(cm$settings$objective_cap)) {
+    k <- if (is.null(cm$settings$fence_k)) cm_fence_k else as.numeric(cm$settings$fence_k)
+    fence <- cm_fence(finite, cm$minimize, k)
+    if (!is.na(fence)) {
+      beyond <- !is.na(y) & (if (cm$minimize) y > fence else y < fence)
+      y[beyond] <- fence
+      finite <- y[!is.na(y)]
+    }
+  }
   worst <- if (cm$minimize) max(finite) else min(finite)
   step <- 0.1 * max(finite) - 0.1 * min(finite)  # each term at most 1e99: no overflow
   if (step == 0) step <- 0.1 * max(abs(worst), 1)
@@ -211,7 +256,7 @@ cm_restore <- function(items_json) {
     items_here <- cm_register(x, prop_types, NULL, path_extras)
     ids <- vapply(items_here, function(it) it$id, integer(1))
     running <- vapply(members, function(it) isTRUE(it$running), logical(1))
-    if (as.numeric(g) == 0) cm$n_design <- length(members)
+    if (as.numeric(g) == 0 && !cm$n_design_given) cm$n_design <- length(members)
     if (as.numeric(g) > 0) cm$n_proposed <- cm$n_proposed + length(members)
     told_ids <- ids[!running]
     ys <- vapply(members[!running], cm_item_y, numeric(1))

@@ -49,15 +49,29 @@ cm_raw_x <- function(row) {
 }
 
 # The constants added to a point's values (untransformed), those whose requires= fails left NA.
+# requires= is evaluated on level names, as ParamHelpers does (cm_level_names).
 cm_constant_params <- function(ps, constants, x) {
   full <- c(x, constants)
+  named <- cm_level_names(ps, full)
   for (id in names(constants)) {
     p <- ps$pars[[id]]
-    if (!is.null(p$requires) && !isTRUE(tryCatch(eval(p$requires, envir = full), error = function(e) FALSE))) {
+    if (!is.null(p$requires) && !isTRUE(tryCatch(eval(p$requires, envir = named), error = function(e) FALSE))) {
       full[[id]] <- NA
     }
   }
   full[intersect(getParamIds(ps), names(full))]
+}
+
+# `x` (values, as dfRowToList gives them) with every discrete value replaced by its level's name: what a
+# requires= expression compares (ParamHelpers evaluates them on a design's level names).
+cm_level_names <- function(ps, x) {
+  for (id in intersect(names(x), getParamIds(ps))) {
+    p <- ps$pars[[id]]
+    v <- x[[id]]
+    if (!p$type %in% c("discrete", "discretevector") || (length(v) == 1L && !is.list(v) && is.na(v))) next
+    x[[id]] <- discreteValueToName(p, v)
+  }
+  x
 }
 
 # What run() receives: trafo applied, inactive parameters left out, plain values: whole-valued
@@ -73,7 +87,10 @@ cm_finish_params <- function(x, ps, whole) {
     if (is.factor(v)) v <- as.character(v)
     v <- unname(v)
     is_whole <- is.numeric(v) && all(is.finite(v)) && all(v == round(v)) && all(abs(v) < .Machine$integer.max)
-    if (is_whole && (id %in% whole || p$type %in% c("discrete", "discretevector"))) {
+    # discrete levels that are all numbers have one type, the one they declare (cm_whole_valued: ints when
+    # every level is whole); other discrete levels keep their own
+    per_level <- p$type %in% c("discrete", "discretevector") && !cm_numeric_levels(p)
+    if (is_whole && (id %in% whole || per_level)) {
       v <- as.integer(round(v))
     } else if (is.numeric(v)) {
       v <- as.numeric(v)

@@ -75,11 +75,13 @@ cm_searched_space <- function(ps, path = "space") {
     stop(sprintf("%s: every parameter is constant (lower == upper or a single level): nothing to search", path),
          call. = FALSE)
   }
-  # a scalar constant enters an expression as itself; a discrete level that is not a plain scalar
-  # (a vector level) as its name, the way ParamHelpers compares discrete values
+  # a numeric or logical constant enters an expression as its value; a discrete one as its level's name
+  # (values = list(adam = "Adam"): opt == "adam"), the way ParamHelpers evaluates requires= on a design
   subst <- lapply(names(constants), function(id) {
-    v <- constants[[id]]
-    if (is.atomic(v) && length(v) == 1L) v else names(ps$pars[[id]]$values)[1]
+    p <- ps$pars[[id]]
+    if (p$type == "discrete") names(p$values)[1]
+    else if (p$type == "discretevector") rep(names(p$values)[1], p$len)
+    else constants[[id]]
   })
   names(subst) <- names(constants)
   pars <- list()
@@ -106,12 +108,44 @@ cm_searched_space <- function(ps, path = "space") {
     }
     if (!is.null(searched$forbidden)) searched$forbidden <- do.call(substitute, list(searched$forbidden, subst))
   }
-  list(par.set = searched, constants = constants, split = split)
+  # A discrete parameter that requires= or forbidden= mentions, whose level names differ from its values
+  # (values = list(adam = "Adam")), is searched over its names: an expression compares names (as in a
+  # ParamHelpers design), and mlrMBO's optimization path checks a point's values against them, which
+  # would refuse every point whose value is not its name. run() still gets the value (cm_full_values).
+  mentioned <- unique(unlist(lapply(c(lapply(searched$pars, function(p) p$requires), list(searched$forbidden)),
+                                    function(e) if (is.null(e)) character(0) else all.vars(e))))
+  named <- character(0)
+  for (id in intersect(names(searched$pars), mentioned)) {
+    p <- searched$pars[[id]]
+    if (p$type != "discrete") next
+    level_names <- names(p$values)
+    if (all(vapply(seq_along(p$values), function(i) identical(p$values[[i]], level_names[i]), logical(1)))) next
+    p$values <- stats::setNames(as.list(level_names), level_names)
+    if (!is.null(p$default)) p$default <- discreteValueToName(searched$pars[[id]], p$default)
+    searched$pars[[id]] <- p
+    named <- c(named, id)
+  }
+  list(par.set = searched, constants = constants, split = split, named = named)
+}
+
+`%||%` <- function(a, b) if (is.null(a)) b else a
+
+# The discrete vector parameter a split element (activations1) belongs to.
+cm_split_owner <- function(element) {
+  for (id in names(cm$split)) if (element %in% cm$split[[id]]) return(id)
+  NA_character_
 }
 
 # A point of the searched space (dfRowToList) as values of the space file's parameters: split vectors
 # joined, constants added (NA where their requires= fails), in the space file's order.
 cm_full_values <- function(x) {
+  for (id in cm$named) {  # searched by level name (cm_searched_space): the level's value
+    v <- x[[id]]
+    if (length(v) == 1L && !is.na(v)) {
+      whole <- cm$full.par.set$pars[[id]] %||% cm$full.par.set$pars[[cm_split_owner(id)]]
+      x[id] <- list(whole$values[[v]])
+    }
+  }
   for (id in names(cm$split)) {
     parts <- x[cm$split[[id]]]
     x[cm$split[[id]]] <- NULL
@@ -122,12 +156,24 @@ cm_full_values <- function(x) {
   cm_constant_params(cm$full.par.set, cm$constants, x)
 }
 
+# A discrete parameter (no trafo) whose levels are all single numbers: its values keep one type, int when
+# every level is whole (values = c(16, 32, 64)), float otherwise (values = c(0.5, 1, 2)), never one per level.
+cm_numeric_levels <- function(p) {
+  p$type %in% c("discrete", "discretevector") && is.null(p$trafo) && length(p$values) > 0 &&
+    all(vapply(p$values, function(v) is.numeric(v) && length(v) == 1L, logical(1)))
+}
+
 # Parameters whose values reach run() as whole numbers: integer parameters without a trafo, and any
 # numeric or integer parameter whose trafo gives whole numbers all over its domain (probed at 64
 # points, e.g. trafo = function(x) round(2^x)). Decided once, so a parameter keeps one type.
 cm_whole_valued <- function(ps) {
   ids <- character(0)
   for (p in ps$pars) {
+    if (cm_numeric_levels(p)) {
+      v <- unlist(p$values)
+      if (all(is.finite(v)) && all(v == round(v)) && all(abs(v) < .Machine$integer.max)) ids <- c(ids, p$id)
+      next
+    }
     if (!p$type %in% c("numeric", "integer", "numericvector", "integervector")) next
     if (is.null(p$trafo)) {
       if (p$type %in% c("integer", "integervector")) ids <- c(ids, p$id)

@@ -22,6 +22,7 @@ def main():
         ["proposal_bench.py", "latency"] + (["--sizes", "100", "300", "--pending", "8"] if quick else []),
         ["proposal_bench.py", "quality"] + (["--seeds", "1"] if quick else []),
         ["failing_region_bench.py"] + (["--seeds", "1"] if quick else []),
+        ["diverging_bench.py"] + (["--seeds", "1"] if quick else ["--modes", "sync", "async"]),
         ["scale_sim.py"] + (["--workers", "64", "256", "--masters", "1", "2", "--mean-run", "30"] if quick else []),
         ["scale_sim.py", "--quality"] + (["--seeds", "2"] if quick else []),
         ["scale_sim.py", "--quality", "--mean-run", "5"] + (["--seeds", "2"] if quick else []),

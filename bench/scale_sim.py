@@ -117,8 +117,14 @@ class SimMaster:
     def restore(self, items, running_ids):
         self._occupy(self.logic.restore, items, running_ids)
 
+    def proposed(self, items):
+        self._occupy(self.logic.proposed, items)
+
     def dispatched(self, items):
         self._occupy(self.logic.dispatched, items)
+
+    def withdraw(self, pairs):
+        self._occupy(self.logic.withdraw, pairs)
 
     def tell(self, items):
         self._occupy(self.logic.tell, items)

@@ -28,7 +28,7 @@ from ._trace import phase
 from .errors import UsageError
 from .search.masters import LocalMaster, RemoteMaster, make_optimizer, masters_rule
 from .search.names import check_names
-from .search.mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES
+from .search.mbo import CRIT_HELP, CRITS, LEARNERS, LIES, PROFILES, TRANSFORMS, check_settings
 from .reporting.progress import describe_epochs, epoch_usage, format_objective
 from .search.optimizer import small_budget_note
 from .core.sources import SearchSource
@@ -56,7 +56,7 @@ are journaled and run again first with --resume. Open MPI's mpiexec exits 1 afte
 
 # Settings a resumed experiment must keep.
 IDENTITY = ("kind", "model", "space", "default_model", "objective", "reduction", "maximize", "optimizer",
-            "learner", "crit", "profile", "mode", "lie", "seed", "design_size", "prune", "min_epochs", "eta",
+            "learner", "crit", "profile", "mode", "lie", "objective_transform", "seed", "design_size", "prune", "min_epochs", "eta",
             "fidelity")
 
 
@@ -92,6 +92,11 @@ def build_parser():
                        help="async: the objective assumed for running points: the surrogate's prediction "
                             "(believer, default), the best, mean or worst value so far (constant liar), or "
                             "none (ignore them)")
+    group.add_argument("--objective-transform", choices=TRANSFORMS, default="none",
+                       help="what the surrogate sees of the objective: none (default: the values, those beyond "
+                            "the divergence fence capped there) or log (log10, for objectives that span decades; "
+                            "a value <= 0 enters a decade below the smallest positive one). results.csv keeps "
+                            "the raw values")
     group.add_argument("--seed", type=int, metavar="S",
                        help="seed of R before the design and every proposal (default: drawn and recorded)")
     group.add_argument("--masters", type=cli.positive_int, metavar="M",
@@ -129,7 +134,10 @@ def run(args, ranks, context):
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2 ** 31 - 1)
     opt_settings = {"propose_points": propose_points, "learner": args.learner, "crit": args.crit,
                     "profile": profile, "maximize": bool(args.maximize), "mode": args.mode, "lie": args.lie,
-                    "random_lambda": args.mode == "async", "optimizer": args.optimizer, "space": args.space}
+                    "objective_transform": args.objective_transform, "random_lambda": args.mode == "async", "optimizer": args.optimizer, "space": args.space,
+                    "request_points": min(SearchSource.MAX_BATCH, max(1, n_workers))}
+    if args.optimizer == "mbo":
+        check_settings(opt_settings)  # before R starts: a criterion that cannot give what a request asks
     master = LocalMaster()
     master.begin(make_optimizer, opt_settings)  # R starts on its thread while the model is probed
     description = job.check_model(args, require_objective=True)
@@ -158,7 +166,9 @@ def run(args, ranks, context):
         log.info("note: %d workers for a budget of %d evaluations; %d will stay idle", n_workers, budget,
                  n_workers - budget)
     evaluations = budget if not args.iterations else min(budget, design_size + args.iterations * propose_points)
-    master.call(master.optimizer.set_budget, evaluations)  # how far the search is, for adaptive criteria
+    # every master searches the same budget from the same design size (warm-up, adaptive criteria)
+    opt_settings.update(budget=evaluations, design_size=design_size)
+    master.call(master.optimizer.set_budget, evaluations, design_size)
     opt_settings["budget"] = evaluations
     envs = job.plan_workers(ranks, worker_ranks, master_ranks, args)
     max_failures = args.max_failures if args.max_failures is not None else job.default_max_failures(n_workers)
@@ -169,7 +179,8 @@ def run(args, ranks, context):
                 "fidelity": args.fidelity, "epoch_budget": args.epoch_budget,
                 "planned_epochs": (description.get("params") or {}).get(args.fidelity),
                 "maximize": bool(args.maximize), "optimizer": args.optimizer, "learner": args.learner,
-                "crit": args.crit, "profile": profile, "mode": args.mode, "lie": args.lie, "seed": seed,
+                "crit": args.crit, "profile": profile, "mode": args.mode, "lie": args.lie,
+                "objective_transform": args.objective_transform, "seed": seed,
                 "budget": budget, "design_size": design_size, "propose_points": propose_points,
                 "iterations": args.iterations, "max_time": args.max_time, "timeout": args.timeout,
                 "isolation": args.isolation, "memory_limit": args.memory_limit,
@@ -179,8 +190,11 @@ def run(args, ranks, context):
                 "masters": args.masters, "masters_used": n_masters, "workers": n_workers,
                 "r_packages": master.call(master.optimizer.versions)}
     inputs = job.input_files(args, description, space=args.space)
+    # No defaults for empty cells: a space parameter a run lacks is an inactive conditional one (its requires=
+    # was false), and results.csv leaves it empty so that "not active" reads apart from "chose the default"
+    # (run() still receives the benchmark's default).
     experiment = job.open_experiment(args, experiment, settings, inputs, param_columns=space["ids"],
-                                     extra_columns=("iteration", "prop_type"), param_defaults=description.get("params"))
+                                     extra_columns=("iteration", "prop_type"))
     context["error_dir"] = experiment.file("logs")
     write_json_atomic(experiment.file("mbo_settings.json"),
                       dict(opt_settings, seed=seed, budget=budget, design_size=design_size))

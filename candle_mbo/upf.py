@@ -19,6 +19,7 @@ from .errors import UsageError
 from .search.names import check_names
 from .core.sources import UpfSource
 from .core.store import check_run_id
+from .pool.runner import check_run_values
 
 log = logging.getLogger("candle_mbo")
 
@@ -94,6 +95,17 @@ def read_upf(path):
     return lines
 
 
+def check_values(lines, description, path):
+    """Every line's values against the benchmark's definitions, before anything runs: a value a run would
+    refuse (``"learning_rate": "0.1x"``, a choice not offered) is a UsageError ``FILE:LINE: parameter NAME =
+    VALUE is not a valid TYPE value``, not a failed run later."""
+    for line in lines:
+        try:
+            check_run_values(line.params, description, "%s:%d: parameter " % (path, line.lineno))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def _refuse_constant(name):
     raise ValueError("%s is not allowed in a UPF file (use a number or a string)" % name)
 
@@ -120,6 +132,7 @@ def run(args, ranks, context):
     warning = check_names(names, description, args.upf, args.allow_unknown_params)
     if warning:
         log.warning(warning)
+    check_values(lines, description, args.upf)
     ignored = [flag for flag, on in (("--prune", args.prune != "none"), ("--epoch-budget", args.epoch_budget))
                if on]
     if ignored:

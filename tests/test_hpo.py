@@ -1,5 +1,6 @@
 """HPO workflow for real: mlrMBO through rpy2, mpiexec ranks, budgets, failures, resume, bad input."""
 
+import csv
 import json
 import os
 import signal
@@ -46,6 +47,25 @@ def test_numeric_space_sync_exact_budget(tmp_path):
     assert "best: run-" in result.stdout
     assert "files: best.json, results.csv" in result.stdout and "report.html" not in result.stdout  # --no-report
     assert not (out / "report.html").exists()
+
+
+@requires_mpi
+def test_log_transform_is_recorded_and_results_keep_raw_values(tmp_path):
+    """Issue 21 item 9: --objective-transform log reaches R (mbo_settings.json), experiment.yaml records it,
+    results.csv keeps the values run() returned."""
+    import yaml
+
+    out = tmp_path / "out"
+    result = hpo(out, BRANIN, "branin_space.R", "--mode", "sync", "--budget", 7, "--design-size", 4, "--seed", 5,
+                 "--objective-transform", "log", "--no-run-dirs")
+    assert result.returncode == 0, describe(result)
+    assert json.loads((out / "mbo_settings.json").read_text())["objective_transform"] == "log"
+    assert yaml.safe_load((out / "experiment.yaml").read_text())["settings"]["objective_transform"] == "log"
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    records = read_records(out)
+    assert len(rows) == 7 and sorted(float(r["objective"]) for r in rows) == sorted(r["objective"] for r in records)
+    assert min(float(r["objective"]) for r in rows) > 0.3  # Branin's values (minimum 0.398), not their log10
 
 
 @requires_mpi
@@ -98,6 +118,12 @@ def test_mixed_space_values_reach_run_as_plain_python(tmp_path):
         assert None not in params.values()
     levels = {r["params"]["activation"] for r in records if r["iteration"] == 0}
     assert levels == {"relu", "tanh", "sigmoid"}  # every level in the design
+    # issue 21 item 10: an inactive parameter's cell in results.csv is empty, not the default run() received
+    with open(out / "results.csv", newline="") as handle:
+        rows = {row["run_id"]: row for row in csv.DictReader(handle)}
+    inactive = [r["run_id"] for r in records if "momentum" not in r["params"]]
+    assert inactive and all(rows[i]["momentum"] == "" for i in inactive)
+    assert all(rows[r["run_id"]]["momentum"] != "" for r in records if "momentum" in r["params"])
 
 
 @requires_mpi
@@ -188,6 +214,7 @@ def test_bad_space_files_exit_2(tmp_path, space_text, message):
     (["--design-size", "2"], "smaller than the 3 levels"),
     (["--learner", "gp"], "invalid choice: 'gp'"),
     (["--crit", "pi"], "invalid choice: 'pi'"),
+    (["--objective-transform", "sqrt"], "invalid choice: 'sqrt'"),
     (["--learner", "km"], "km needs a space of numeric"),
     (["--budget", "0"], "--budget: must be a whole number of at least 1"),
     (["--timeout", "-5"], "--timeout: must be 0"),
@@ -228,6 +255,17 @@ def test_unknown_hyperparameter_names_are_warned_and_typos_refused(tmp_path):
     assert not (tmp_path / "out2").exists()
     allowed = launch("candle_mbo", args + ["--output", tmp_path / "out3", "--allow-unknown-params"], timeout=180)
     assert allowed.returncode == 0, describe(allowed)
+
+
+@requires_mpi
+def test_async_mr_with_one_point_per_batch_is_refused_for_several_workers(tmp_path):
+    """Issue 21 item 5: --propose-points 1 does not bound an async request, which asks for up to the workers."""
+    result = launch("candle_mbo", ["--model", BRANIN, "--space", os.path.join(FIXTURES, "branin_space.R"),
+                                   "--output", tmp_path / "out", "--mode", "async", "--crit", "mr",
+                                   "--propose-points", "1", "--budget", 8], np=4, timeout=180)
+    assert result.returncode == 2, describe(result)
+    assert "--crit mr cannot choose several points at once: async mode with 3 points" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_help_shows_a_working_example():

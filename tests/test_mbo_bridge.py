@@ -134,6 +134,59 @@ def test_failures_are_reimputed_over_the_current_range(mode):
     assert y[1] > max(v for i, v in enumerate(y) if i != 1)
 
 
+# -- issue 21 item 9: diverged runs enter capped at the divergence fence ------------------------------------
+def diverging_branin(p):
+    """Branin, but a run in the corner x1 > 7, x2 > 10 diverges (val_loss 1e20)."""
+    return 1e20 if p.params["x1"] > 7 and p.params["x2"] > 10 else branin(p)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_diverged_values_enter_capped_and_the_cap_follows_the_runs(mode):
+    from candle_mbo.reporting.plots import divergence_fence
+
+    optimizer = mbo(BRANIN_SPACE, mode=mode)
+    design = optimizer.design(6, 7)
+    raw = [1.0, 2.0, 3.0, 1.5, 1e20, None]
+    optimizer.tell(list(zip(design, raw)))
+    fence = divergence_fence([v for v in raw if v is not None])
+    assert fence == pytest.approx(2 + 100 * 1.4826)  # median 2, MAD 1: R and the figures share the rule
+    assert optimizer._env["cm_fence"](optimizer._r.FloatVector([1.0, 2.0, 3.0, 1.5, 1e20]), True)[0] == \
+        pytest.approx(fence)
+    y = path_y(optimizer)
+    assert y[:4] == pytest.approx([1.0, 2.0, 3.0, 1.5])  # values within the fence are untouched
+    assert y[4] == pytest.approx(fence)  # what the fit sees of the diverged run: the fence, not 1e20
+    assert y[5] == pytest.approx(fence + 0.1 * (fence - 1.0))  # the failure: over the capped range
+    # the cap is recomputed before every fit: a diverging corner, told in later steps
+    for step in range(2):
+        batch = optimizer.propose(2, 8 + step)
+        optimizer.tell([(p, diverging_branin(p)) for p in batch])
+    corner = [p for p in optimizer.propose(2, 20)]
+    optimizer.tell([(corner[0], 1e25), (corner[1], 1e30)])
+    y = path_y(optimizer)
+    raw_now = [v for v in optimizer._env["cm"]["raw_y"] if not math.isnan(v)]
+    fence_now = divergence_fence(raw_now)
+    assert max(y) <= fence_now * 1.1 + 1e-9 and max(y) < 1e6
+    assert y[-2:] == pytest.approx([fence_now, fence_now])
+
+
+def test_the_cap_can_be_turned_off_for_benchmarks():
+    optimizer = mbo(BRANIN_SPACE, objective_cap=False)
+    design = optimizer.design(5, 7)
+    optimizer.tell(list(zip(design, [1.0, 2.0, 3.0, 1.5, 1e20])))
+    assert path_y(optimizer)[4] == pytest.approx(1e20)
+
+
+def test_log_transform_gives_the_surrogate_log10_and_keeps_ranks():
+    optimizer = mbo(BRANIN_SPACE, objective_transform="log")
+    design = optimizer.design(6, 7)
+    told = optimizer.tell(list(zip(design, [0.01, 0.1, 1.0, 10.0, 0.0, None])))
+    y = path_y(optimizer)
+    assert y[:4] == pytest.approx([-2, -1, 0, 1])
+    assert y[4] == pytest.approx(-3)  # 0: a decade below the smallest positive value, still the best
+    assert y[5] == pytest.approx(1 + 0.1 * 4)  # the failure: worst + 10% of the (log) range
+    assert told[0] == pytest.approx(-2)
+
+
 def test_maximizing_imputes_below_the_worst():
     optimizer = mbo(BRANIN_SPACE, maximize=True)
     design = optimizer.design(3, 7)

@@ -3,7 +3,7 @@
 import pytest
 
 from candle_mbo.errors import UsageError
-from candle_mbo.search.names import check_names, close_match, name_line
+from candle_mbo.search.names import check_names, close_match, edit_distance, name_line
 
 DESCRIPTION = {"definitions": {"learning_rate": {}, "batch_size": {}, "epochs": {}, "dropout": {},
                                "warmup_epochs": {}, "dense": {}},
@@ -56,3 +56,29 @@ def test_known_names_need_no_word():
 def test_name_line_falls_back_to_the_file(tmp_path):
     path = space(tmp_path, "x")
     assert name_line(path, "y") == path and name_line(str(tmp_path / "missing.R"), "x").endswith("missing.R")
+
+
+@pytest.mark.parametrize("typo, meant", [("widht", "width"), ("dpeth", "depth"), ("epcohs", "epochs"),
+                                         ("learnign_rate", "learning_rate"), ("batch_siez", "batch_size"),
+                                         ("dorpout", "dropout")])
+def test_a_transposed_letter_is_one_edit_and_refused(tmp_path, typo, meant):
+    """Issue 21 item 7: ``widht`` for ``width`` (difflib 0.80) was one warning and a whole search at the default."""
+    description = {"definitions": dict(DESCRIPTION["definitions"], width={}, depth={}), "params": {}}
+    path = space(tmp_path, typo)
+    with pytest.raises(UsageError) as info:
+        check_names([typo], description, path)
+    assert ("%s:3: parameter '%s' is not defined by the benchmark; did you mean %s?" % (path, typo, meant)
+            in str(info.value))
+    # a UPF file's keys go through the same check (upf.py calls check_names with the UPF file as source)
+    upf = tmp_path / "runs.upf"
+    upf.write_text('{"id": "a", "%s": 3}\n' % typo)
+    with pytest.raises(UsageError, match="%s:1: parameter '%s'.*did you mean %s" % (upf, typo, meant)):
+        check_names([typo], description, str(upf))
+    assert check_names([typo], description, path, allow_unknown=True).endswith(typo)
+
+
+@pytest.mark.parametrize("a, b, distance", [("widht", "width", 1), ("width", "width", 0), ("ab", "ba", 1),
+                                            ("dense_1", "dense", 2), ("drop", "dropout", 3), ("ca", "abc", 3),
+                                            ("", "abc", 3)])
+def test_edit_distance_counts_a_transposition_as_one(a, b, distance):
+    assert edit_distance(a, b) == distance == edit_distance(b, a)

@@ -25,7 +25,8 @@ def test_batch_criteria_per_mode():
 
 
 @pytest.mark.parametrize("key, value, option", [("crit", "pi", "--crit"), ("learner", "gp", "--learner"),
-                                                ("lie", "min", "--lie"), ("batch", "all", "batch")])
+                                                ("lie", "min", "--lie"), ("batch", "all", "batch"),
+                                                ("objective_transform", "sqrt", "--objective-transform")])
 def test_unknown_values_name_the_option_and_the_choices(key, value, option):
     with pytest.raises(UsageError, match="^%s %s: unknown; choose one of " % (option, value)):
         check_settings({key: value})
@@ -40,3 +41,17 @@ def test_small_budgets_are_noted():
     assert small_budget_note(20, 18) == ("only 2 of the 20 evaluations will be model-based (the design takes 18); "
                                          "raise --budget or lower --design-size for the surrogate to matter")
     assert small_budget_note(30, 20) is None  # 10 of 30: a third
+
+
+def test_the_objective_transform_is_an_hpo_option_recorded_for_resume():
+    """Issue 21 item 9: --objective-transform none|log reaches R's settings; anything else is exit 2."""
+    from candle_mbo import hpo
+
+    parser = hpo.build_parser()
+    assert parser.parse_args([]).objective_transform == "none"
+    assert parser.parse_args(["--objective-transform", "log"]).objective_transform == "log"
+    with pytest.raises(UsageError, match="--objective-transform: invalid choice: 'sqrt'"):  # exit 2
+        parser.parse_args(["--objective-transform", "sqrt"])
+    assert "objective_transform" in hpo.IDENTITY
+    for value in ("none", "log"):
+        check_settings({"objective_transform": value})

@@ -179,6 +179,44 @@ def test_scale_follows_the_data():
     assert plots.choose_scale([]).kind == "linear"
 
 
+def diverged_records():
+    """An HPO of 30 runs where 7 (over 20%: too many for the outlier rule alone) diverged to 1e13..1e30."""
+    records = hpo_records(30)
+    huge = iter([1e13, 1e16, 1e20, 1e22, 1e25, 1e28, 1e30])
+    for i, r in enumerate(records):
+        r.update(status="ok", objective=0.1 + 0.01 * (i % 10))
+        if i % 4 == 3:
+            r["objective"] = next(huge)
+    return records
+
+
+def test_diverged_runs_are_arrows_at_the_divergence_fence():
+    """Issue 21 item 9: runs beyond the fence (the surrogate's cap) never stretch the axis, however many."""
+    records = diverged_records()
+    values = [r["objective"] for r in records]
+    fence = plots.divergence_fence(values)
+    assert 0.1 < fence < 100  # median 0.15 + 100 spreads: far above the bulk, far below 1e13
+    scale = plots.choose_scale(values)
+    assert scale.limits is not None and scale.limits[1] < 1
+    figure = plots.convergence(records, {"objective": "val_loss"})
+    assert figure.axes[0].get_ylim()[1] < 1  # not 1 .. 1e30
+    arrows = [line for line in figure.axes[0].get_lines() if line.get_marker() == "^"]
+    assert sum(len(line.get_xdata()) for line in arrows) == 7  # each diverged run is an arrow at the edge
+    labels = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+    assert "off the scale: 7 above (max 1e+30)" in labels
+    matplotlib.pyplot.close(figure)
+    # maximizing: the fence is below, and a very good value is never clipped
+    assert plots.divergence_fence([0.9, 0.8, 0.85, 0.95], maximize=True) < 0
+
+
+def test_the_fence_leaves_heavy_tailed_data_alone():
+    assert plots.choose_scale([1e-4, 1e-3, 1e-2, 0.1, 1.0]) == plots.Scale("log", None, None)
+    heavy = plots.choose_scale([-1e4, -1e3, -100, -1, 0, 1, 100, 1e3, 1e4, 3e4])
+    assert heavy.kind == "symlog" and heavy.limits is None
+    assert plots.divergence_fence([1.0, 2.0, 3.0]) is None  # too few ok runs to say
+    assert plots.divergence_fence([0.0] * 6 + [5.0]) is None  # no spread: nothing to measure against
+
+
 def failing_level_records():
     """An HPO where optimizer=rmsprop always fails in 1 ms and one ok run is a wild outlier."""
     records = hpo_records(30)
@@ -389,3 +427,13 @@ def test_odd_records_are_shown_not_fatal(tmp_path):
     assert set(re.findall(r'data-run="([^"]*)"', text)) == {r["run_id"] for r in records}
     lines = progress.summary(report.Data(directory).records, "val_loss", False, None, None, 2, directory)
     assert "no reason recorded (status crashed)" in "\n".join(lines)
+
+
+def test_an_inactive_parameter_is_an_empty_cell_and_the_legend_says_so(tmp_path):
+    """Issue 21 item 10: a run without ``dropout`` (deep=False) shows an empty cell, and the legend says why."""
+    records = hpo_records()
+    directory = write_experiment(tmp_path / "exp", "hpo", records)
+    report.render(directory)
+    page = open(os.path.join(directory, "report.html")).read()
+    assert "a conditional parameter whose <code>requires</code> was false: not active" in page
+    assert any("dropout" not in r["params"] for r in records)

@@ -128,6 +128,22 @@ def test_bad_upf_files_exit_2_and_run_nothing(tmp_path, content, message):
     assert not (tmp_path / "out").exists() and not marker.exists()
 
 
+@pytest.mark.parametrize("bad, message", [
+    ('{"id": "b", "value": "0.1x"}', "parameter value = '0.1x' is not a valid float value"),
+    ('{"id": "b", "megabytes": 2.5}', "parameter megabytes = 2.5 is not a valid int value"),
+    ('{"id": "b", "epochs": "many"}', "parameter epochs = 'many' is not a valid int value"),
+])
+def test_a_bad_value_is_refused_before_anything_runs(tmp_path, bad, message):
+    """Issue 21 item 8: a value the benchmark's definitions refuse was a failed run and exit 0; now exit 2 naming
+    file:line, the parameter, the value and the type wanted, and nothing runs."""
+    upf = write_upf(tmp_path / "bad.upf", ['{"id": "a", "value": 0.5, "megabytes": 3}', "# a comment", bad])
+    result = launch("candle_mbo.upf", ["--model", FAULTY, "--upf", upf, "--output", tmp_path / "out"], timeout=120)
+    assert result.returncode == 2, describe(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and ("%s:3: %s" % (upf, message)) in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_unicode_ids_are_fine(tmp_path):
     result = upf_run(tmp_path, [{"id": "düsseldorf-α"}])
     assert result.returncode == 0, describe(result)

@@ -277,6 +277,11 @@ class SearchSource(Source):
                 return self._dispatch(points)
             self.proposed += len(points)
             self.ready.extend(points)
+            if points and len(self.masters) > 1:  # pending for every other master from now, not at dispatch
+                items = [(p.origin, p.proposal_id, p.x) for p in points]
+                for other in self.masters:
+                    if other.index != master.index:
+                        other.proposed(items)
         return []
 
     def _design(self):
@@ -468,6 +473,10 @@ class SearchSource(Source):
         for master in self.masters:
             if by_origin.get(master.index):
                 master.discard(by_origin[master.index])
+            if len(self.masters) > 1:  # the others adopted them when they were proposed
+                pairs = [(origin, i) for origin, ids in by_origin.items() if origin != master.index for i in ids]
+                if pairs:
+                    master.withdraw(pairs)
 
     def wait_s(self):
         return 0.02 if any(m.busy for m in self.masters) else 0.25

@@ -88,7 +88,8 @@ class Experiment:
 
     ``param_columns`` orders the parameter columns of results.csv; ``extra_columns`` come after the
     fixed ones (e.g. ``iteration``, ``prop_type`` for HPO); ``param_defaults`` fill a parameter cell that a
-    run did not set (the benchmark's default, which is what the run used). After ``open()`` on resume,
+    run did not set (the benchmark's default, which is what the run used: UPF); without them such a cell is
+    empty (HPO: an inactive conditional parameter). After ``open()`` on resume,
     ``replay`` holds what the journal says (see candle_mbo.core.journal.Replay).
     """
 

@@ -582,6 +582,41 @@ def _describe_definition(definition):
     return out
 
 
+_TYPES_BY_NAME = {"int": int, "float": float, "str": str, "str2bool": _benchmark.str2bool, "bool": _benchmark.str2bool}
+
+
+def described_definition(name, described, current=None):
+    """The coercion rule for ``name`` from the probe's JSON description (the mirror of ``_describe_definition``);
+    a parameter the benchmark does not declare follows its ``current`` value's type, as a run does."""
+    if not described:
+        return _implied_definition(name, current)
+    definition = {"name": name}
+    for key in ("nargs", "choices", "action", "default"):
+        if key in described:
+            definition[key] = described[key]
+    if "type" in described:
+        definition["type"] = _TYPES_BY_NAME.get(described["type"])
+    return definition
+
+
+def check_run_values(params, description, where=""):
+    """Raise ParameterError (a ValueError) for the first value in ``params`` a run would refuse: one that does
+    not convert to the type its definition declares, or is not among its ``choices``. ``description`` is what
+    ``describe()`` returns; ``where`` prefixes the message."""
+    definitions = description.get("definitions") or {}
+    defaults = description.get("params") or {}
+    for name, value in params.items():
+        definition = described_definition(name, definitions.get(name), defaults.get(name))
+        converted = _benchmark.coerce_value(definition, value, where)
+        choices = (definition or {}).get("choices")
+        if choices and converted is not None:
+            items = converted if isinstance(converted, list) else [converted]
+            wrong = [item for item in items if item not in choices]
+            if wrong:
+                raise _benchmark.ParameterError("%s%s = %r is not one of the choices %s"
+                                                % (where, name, value, ", ".join(map(repr, choices))))
+
+
 def _accepts_keyword(function, name):
     try:
         parameters = inspect.signature(function).parameters

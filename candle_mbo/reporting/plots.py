@@ -9,7 +9,9 @@ None when there is nothing to draw. The rules that keep the figures honest:
   its tick, labelled with its failure count;
 - the objective axis is chosen from the data (:func:`choose_scale`): log when positive values span
   decades, symlog when outliers dwarf values around zero, else linear and, when a few outliers would
-  squash the rest, limited to the bulk with the outliers drawn as arrows at the edge and counted;
+  squash the rest, limited to the bulk with the outliers drawn as arrows at the edge and counted; runs
+  beyond the divergence fence (:func:`divergence_fence`, the surrogate's cap) are always arrows at the
+  edge, however many they are;
 - the workers' utilization is :func:`candle_mbo.reporting.progress.utilization`, the summary's definition;
 - a run too short to see on the timeline still gets a bar a few pixels wide.
 """
@@ -120,31 +122,58 @@ def _fences(values):
     return q1 - 3 * iqr, q3 + 3 * iqr
 
 
-def choose_scale(values, outlier_share=0.1):
-    """The objective axis for ``values``: see the module docstring. Robust to a few wild outliers.
+# The divergence fence: the same formula and constants as cm_fence in R/cm_feedback.R (the surrogate
+# caps values beyond it); change both together.
+FENCE_K = 100
+FENCE_MIN = 4
 
-    Outliers are values beyond Tukey's far fences. Positive values spanning more than a decade get a
-    log axis; when at most ``outlier_share`` of the values are outliers, the axis is limited to the
-    others (callers mark the outliers at the edge); when more are, values around zero and large ones
-    of either sign share a symlog axis.
+
+def divergence_fence(values, maximize=False, k=FENCE_K):
+    """The value beyond which an ok run counts as diverged (median + ``k`` robust spreads on the worse
+    side: above when minimizing, below when maximizing; spread = max(1.4826 MAD, 0.1 |median|)), or None
+    with fewer than FENCE_MIN values or no spread."""
+    v = np.array([x for x in values if number(x) is not None], dtype=float)
+    if len(v) < FENCE_MIN:
+        return None
+    median = float(np.median(v))
+    spread = max(1.4826 * float(np.median(np.abs(v - median))), 0.1 * abs(median))
+    if not (math.isfinite(spread) and spread > 0):
+        return None
+    return median - k * spread if maximize else median + k * spread
+
+
+def choose_scale(values, outlier_share=0.1, maximize=False):
+    """The objective axis for ``values``: see the module docstring. Robust to wild outliers.
+
+    Diverged values (beyond :func:`divergence_fence`, on the worse side for ``maximize``) are always
+    left off the axis (callers draw them as arrows at the edge), however many they are. Outliers are
+    values beyond Tukey's far fences. Positive values spanning more than a decade get a log axis; when
+    at most ``outlier_share`` of the values are outliers, the axis is limited to the others (callers
+    mark the outliers at the edge); when more are, values around zero and large ones of either sign
+    share a symlog axis.
     """
     v = np.array([x for x in values if number(x) is not None], dtype=float)
     if len(v) == 0:
         return Scale("linear", None, None)
     lo, hi = float(v.min()), float(v.max())
     log = lo > 0 and hi / lo > 10
+    fence = divergence_fence(v, maximize)
+    diverged = np.zeros(len(v), bool) if fence is None else (v < fence if maximize else v > fence)
     t = np.log10(v) if log else v
-    fences = _fences(t) if len(v) >= 4 else None
-    inside = t[(t >= fences[0]) & (t <= fences[1])] if fences else t
-    few = len(inside) < len(t) and len(t) - len(inside) <= max(1, outlier_share * len(t))
+    kept = t[~diverged]
+    fences = _fences(kept) if len(kept) >= 4 else None
+    within = (kept >= fences[0]) & (kept <= fences[1]) if fences else np.ones(len(kept), bool)
+    outliers = int((~within).sum())  # Tukey's, among the values within the divergence fence
+    few = 0 < outliers <= max(1, outlier_share * len(t))
+    inside = kept[within] if few else kept  # many outliers within the fence are data: the axis keeps them
+    clipped = few or bool(diverged.any())
     if log:
-        return Scale("log", None, _pad((10 ** inside.min(), 10 ** inside.max()), log=True) if few else None)
-    if len(inside) == len(t):
-        return Scale("linear", None, None)
-    if few:
-        return Scale("linear", None, _pad((float(inside.min()), float(inside.max()))))
-    q1, q3 = np.percentile(v, [25, 75])
-    return Scale("symlog", max(abs(q1), abs(q3), q3 - q1, 1e-300), None)
+        return Scale("log", None, _pad((10 ** inside.min(), 10 ** inside.max()), log=True) if clipped else None)
+    if not outliers or few:
+        return Scale("linear", None, _pad((float(inside.min()), float(inside.max()))) if clipped else None)
+    q1, q3 = np.percentile(kept, [25, 75])
+    return Scale("symlog", max(abs(q1), abs(q3), q3 - q1, 1e-300),
+                 _pad((float(kept.min()), float(kept.max()))) if clipped else None)
 
 
 def _pad(limits, log=False, fraction=0.06):
@@ -234,7 +263,7 @@ def convergence(records, settings):
     span = np.nanmax(finished) - t0 if t0 is not None and np.isfinite(finished).any() else 0.0
     divisor, unit = _time_unit(span)
     times = (finished - t0) / divisor if t0 is not None else np.full(len(records), np.nan)
-    scale = choose_scale(values[ok])
+    scale = choose_scale(values[ok], maximize=maximize)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True, layout="constrained")
     xaxes = ((np.arange(1, len(records) + 1), "evaluation number (in order of finishing)"),
              (times, "wall time since the first run started (%s)" % unit))
@@ -315,7 +344,7 @@ def params(records, settings):
     if not names or not runs:
         return None
     best = best_record(ok, maximize)
-    scale = choose_scale([objective(r) for r in ok])
+    scale = choose_scale([objective(r) for r in ok], maximize=maximize)
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 1.2 + 3.9 * nrows), sharey=True, squeeze=False,
@@ -451,7 +480,7 @@ def upf_lines(records, settings, max_lines=UPF_TABLE_MAX_LINES):
     y = np.arange(n)
     values = np.array([number(objective(r), np.nan) for r in rows])
     good = np.isfinite(values)
-    scale = choose_scale(values[good])
+    scale = choose_scale(values[good], maximize=maximize)
     if good.any():
         _apply_x_scale(ax, scale)
         inside, _, _ = split_off_scale(values, scale)
@@ -532,7 +561,7 @@ def learning_curves(records, settings, histories):
     top = ranked[:LEARNING_CURVES_HIGHLIGHT]
     others = [rid for rid in curves if rid not in top]
     shown_others = others[:LEARNING_CURVES_MAX_FADED]
-    scale = choose_scale(np.concatenate([c[np.isfinite(c)] for c in curves.values()]))
+    scale = choose_scale(np.concatenate([c[np.isfinite(c)] for c in curves.values()]), maximize=maximize)
     fig, ax = plt.subplots(figsize=(11, 5.2), layout="constrained")
     for rid in shown_others:
         curve = curves[rid]

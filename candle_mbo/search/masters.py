@@ -13,9 +13,12 @@ Protocol between the dispatcher and an optimizer rank (after the rank's ``hello`
     dispatcher -> rank   ("optimize", settings)       build the optimizer
     rank -> dispatcher   ("optimizer-ready", info) | ("optimizer-error", message)
     dispatcher -> rank   ("restore", (items, run_ids))   a resumed journal's tasks (Optimizer.restore)
+    dispatcher -> rank   ("proposed", [(origin, proposal_id, x), ...])   another master's points, proposed
+                                                                     and not started: pending from now
     dispatcher -> rank   ("dispatched", [(run_id, origin, proposal_id, x), ...])   points now running
     dispatcher -> rank   ("tell", [(run_id, x, y), ...])                           finished evaluations
     dispatcher -> rank   ("discard", [proposal_id, ...])   own proposals that will never run
+    dispatcher -> rank   ("withdraw", [(origin, proposal_id), ...])   others' proposals that will never run
     dispatcher -> rank   ("propose", {"k", "step", "seed"})
     rank -> dispatcher   ("proposals", {"step", "items": [proposal tuples], "elapsed"})
     rank -> dispatcher   ("optimizer-failed", message)   a bug: the dispatcher ends the job
@@ -55,6 +58,7 @@ class MasterLogic:
         self.index = index
         self.handed = {}  # proposal_id -> Proposal proposed here and not dispatched yet
         self.running = {}  # run_id -> Proposal (own, or adopted from another master or a resume)
+        self.foreign = {}  # (origin, proposal_id) -> Proposal another master proposed, adopted as pending
 
     def design(self, n, seed):
         return self._hand_out(self.opt.design(n, seed))
@@ -76,11 +80,28 @@ class MasterLogic:
         for run_id, proposal in zip(running_ids, self.opt.restore(items)):
             self.running[run_id] = proposal
 
+    def proposed(self, items):
+        """Another master's proposals, not started yet: pending here from now on (as running points are),
+        so that masters proposing at the same time do not propose the same region twice."""
+        for origin, proposal_id, x in items:
+            if origin != self.index and (origin, proposal_id) not in self.foreign:
+                self.foreign[(origin, proposal_id)] = self.opt.adopt(x)
+
     def dispatched(self, items):
-        """Points that are running now: own proposals get their run id, others are adopted as pending."""
+        """Points that are running now: own proposals get their run id, others keep the pending point
+        adopted when they were proposed, or are adopted now."""
         for run_id, origin, proposal_id, x in items:
-            proposal = self.handed.pop(proposal_id, None) if origin == self.index else None
+            if origin == self.index:
+                proposal = self.handed.pop(proposal_id, None)
+            else:
+                proposal = self.foreign.pop((origin, proposal_id), None)
             self.running[run_id] = proposal if proposal is not None else self.opt.adopt(x)
+
+    def withdraw(self, pairs):
+        """Other masters' proposals that will never run: no longer pending here."""
+        proposals = [self.foreign.pop(tuple(pair)) for pair in pairs if tuple(pair) in self.foreign]
+        if proposals:
+            self.opt.discard(proposals)
 
     def tell(self, items):
         results = []
@@ -214,8 +235,14 @@ class LocalMaster:
     def restore(self, items, running_ids):
         self.call(self.logic.restore, items, running_ids)
 
+    def proposed(self, items):
+        self.post(self.logic.proposed, items)
+
     def dispatched(self, items):
         self.post(self.logic.dispatched, items)
+
+    def withdraw(self, pairs):
+        self.post(self.logic.withdraw, pairs)
 
     def tell(self, items):
         self.post(self.logic.tell, items)
@@ -285,8 +312,14 @@ class RemoteMaster:
     def restore(self, items, running_ids):
         self.link.send(self.rank, ("restore", (items, running_ids)))
 
+    def proposed(self, items):
+        self.link.send(self.rank, ("proposed", items))
+
     def dispatched(self, items):
         self.link.send(self.rank, ("dispatched", items))
+
+    def withdraw(self, pairs):
+        self.link.send(self.rank, ("withdraw", pairs))
 
     def tell(self, items):
         self.link.send(self.rank, ("tell", items))
@@ -312,7 +345,8 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
         link.send(master, ("optimizer-ready", {"rank": link.rank}))
     logic = MasterLogic(optimizer, settings["master_index"]) if optimizer is not None else None
     backoff = Backoff()
-    handlers = {"dispatched": "dispatched", "tell": "tell", "discard": "discard"}
+    handlers = {"proposed": "proposed", "dispatched": "dispatched", "tell": "tell", "discard": "discard",
+                "withdraw": "withdraw"}
     while True:
         received = link.wait(3600.0, backoff, source=master)
         if received is None:
@@ -343,12 +377,13 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
 
 def make_optimizer(settings):
     """The optimizer a master runs, from the search settings (``optimizer``: mbo or random; ``space``;
-    ``budget``, when known, tells adaptive criteria how far the search is)."""
+    ``budget`` and ``design_size``, when known, tell warm-up and adaptive criteria how far the search is:
+    every master gets both, so that each sees the search as master 0 does)."""
     from .mbo import make_optimizer as make
 
     optimizer = make(settings.get("optimizer", "mbo"), settings["space"], settings)
     if settings.get("budget"):
-        optimizer.set_budget(settings["budget"])
+        optimizer.set_budget(settings["budget"], settings.get("design_size"))
     return optimizer
 
 

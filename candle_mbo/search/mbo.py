@@ -35,6 +35,7 @@ PROFILES = ("mlrmbo", "fast")
 MODES = ("sync", "async")
 # How one fit gives k points (see cm_propose_from in R/cm_propose.R).
 BATCHES = ("lambdas", "believer", "both")
+TRANSFORMS = ("none", "log")  # --objective-transform: what the surrogate sees of a value (R/cm_feedback.R)
 # Criteria that can propose several points that run at the same time. Sync batches: mlrMBO's
 # multi-point 'cb' (random lambdas), its constant liar (ei, aei only), and adacb as CB points drawn
 # around its adaptive lambda. Async: pending points enter the surrogate under a lie, which spreads
@@ -74,13 +75,18 @@ def check_settings(settings):
     """Refuse settings that cannot work, before R starts: UsageError naming the option and the choices."""
     for key, choices, option in (("crit", CRITS, "--crit"), ("learner", LEARNERS, "--learner"),
                                  ("lie", LIES, "--lie"), ("profile", PROFILES, "--profile"),
-                                 ("mode", MODES, "--mode"), ("batch", BATCHES, "batch")):
+                                 ("mode", MODES, "--mode"), ("batch", BATCHES, "batch"),
+                                 ("objective_transform", TRANSFORMS, "--objective-transform")):
         value = settings.get(key)
         if value is not None and value not in choices:
             raise UsageError("%s %s: unknown; choose one of %s" % (option, value, ", ".join(choices)))
-    k = int(settings.get("propose_points") or 1)
     mode = settings.get("mode") or "sync"
     crit = settings.get("crit") or "default"
+    # how many points one proposal can be asked for: a sync batch; in async mode what a request can ask for
+    # (``request_points``: the workers, up to the source's largest batch), whatever --propose-points says
+    k = int(settings.get("propose_points") or 1)
+    if mode == "async" and settings.get("request_points") is not None:
+        k = int(settings["request_points"])
     if k > 1 and crit not in BATCH_CRITS[mode]:
         if mode == "sync":
             where = ("sync mode proposes batches of %d points (--propose-points, default: the number of workers)"
@@ -157,8 +163,8 @@ class _RSpace(Optimizer):
                   "running": bool(it.get("running"))} for it in items]
         return self._points(self._call("cm_restore", json.dumps(plain)))
 
-    def set_budget(self, evaluations):
-        self._call("cm_set_budget", int(evaluations))
+    def set_budget(self, evaluations, design_size=None):
+        self._call("cm_set_budget", int(evaluations), int(design_size) if design_size else self._r.NA_Integer)
 
     def messages(self):
         return json.loads(self._call("cm_take_log"))
@@ -174,7 +180,11 @@ class MBOOptimizer(_RSpace):
     ``settings``: mode ('sync' or 'async'), propose_points (sync: points per batch; async: the most
     points running at once, i.e. the workers), learner, crit, profile ('mlrmbo' or 'fast'), maximize,
     lie (async: the value assumed for running points), random_lambda (async cb: a fresh Exp(1) lambda
-    per point). Criteria that cannot choose several points at once are refused (UsageError).
+    per point), objective_transform ('none' or 'log': the surrogate sees log10 of the values; one <= 0
+    enters a decade below the smallest positive value). Values beyond the divergence fence (median + 100
+    robust spreads of the ok values, see cm_fence in R/cm_feedback.R) enter capped at it, re-computed
+    before every fit (objective_cap false turns that off, fence_k changes the 100: benchmarks).
+    Criteria that cannot choose several points at once are refused (UsageError).
     Tuning (benchmarks; defaults are measured, see docs/performance.md): batch ('lambdas',
     'believer', 'both': how one fit gives k points), max_fit_rows (the most rows a fit takes: 200 for
     kriging, 300 for forests), reuse_hyper (async kriging keeps its hyperparameters until the results

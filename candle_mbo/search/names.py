@@ -6,25 +6,52 @@ typo of a defined one (``learnig_rate`` for ``learning_rate``) would silently tr
 default value and make the whole budget worthless, so it is refused before anything runs.
 """
 
-import difflib
 import re
 
 from ..errors import UsageError
 
-# difflib's similarity ratio (on lower-cased names) from which an unknown name counts as a typo of a
-# defined one: one or two characters wrong in a name of ten or more (learnig_rate, learning_rat,
-# batch_szie), one in a name of six or more (epoch -> epochs: 0.91). Names that merely share a stem
-# stay allowed (warmup_lr vs warmup_epochs: 0.64; drop vs dropout: 0.73; dense_1 vs dense: 0.83).
-TYPO_RATIO = 0.85
+# How many edits (insert, delete, substitute, or swap two neighbouring letters: a Damerau-Levenshtein
+# distance, in its optimal-string-alignment form) turn an unknown name into a defined one before the
+# unknown name counts as a typo of it, by the length of the longer of the two names: names of fewer than
+# four letters are never "typos" (lr, x), one edit in four to seven letters (widht -> width, epoch ->
+# epochs), two in eight or more (learnig_rate, batch_szie, model_fle). Names that merely share a stem
+# stay allowed (warmup_lr vs warmup_epochs: 4 edits; drop vs dropout: 3; dense_1 vs dense: 2 of 7).
+MIN_TYPO_LENGTH = 4
+
+
+def max_edits(length):
+    """The most edits at which a name of ``length`` letters still counts as a typo (0: never)."""
+    if length < MIN_TYPO_LENGTH:
+        return 0
+    return 1 if length < 8 else 2
+
+
+def edit_distance(a, b):
+    """Damerau-Levenshtein distance (optimal string alignment): a transposition of neighbours is one edit."""
+    previous2, previous = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
 
 
 def close_match(name, known):
     """The defined name ``name`` most likely mistypes, or None."""
     lowered = {k.lower(): k for k in known}
-    if name.lower() in lowered and lowered[name.lower()] != name:
-        return lowered[name.lower()]
-    matches = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=TYPO_RATIO)
-    return lowered[matches[0]] if matches else None
+    low = name.lower()
+    if low in lowered and lowered[low] != name:
+        return lowered[low]
+    best = None
+    for candidate in sorted(lowered):
+        distance = edit_distance(low, candidate)
+        if 0 < distance <= max_edits(max(len(low), len(candidate))) and (best is None or distance < best[0]):
+            best = (distance, candidate)
+    return lowered[best[1]] if best else None
 
 
 def name_line(path, name):

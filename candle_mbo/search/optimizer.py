@@ -37,9 +37,11 @@ Attributes and methods:
     mode the last step, when it has running items, stays open and enters the path (dispatch order)
     once they are told. So a seeded sync search resumed after a kill proposes the same next points
     as the uninterrupted one. Returns the running items as pending Proposals, in the given order.
-``set_budget(evaluations)``
-    How many evaluations the search makes in all, design included (``--iterations`` applied): the
-    progress adaptive criteria (adacb) use. Without it, progress stays near 0.
+``set_budget(evaluations, design_size=None)``
+    How many evaluations the search makes in all, design included (``--iterations`` applied), and the
+    design's size: the progress adaptive criteria (adacb) use and the async warm-up (half the design).
+    Every master is given both, also those that did not make the design. Without it, progress stays
+    near 0 and the design size is what this optimizer designed or was first told.
 ``messages() -> [str]``, ``versions() -> str``, ``save(folder) -> path | None``, ``close()``
 
 ``Proposal``: ``id`` (the optimizer's own), ``x`` (the untransformed point, keys ``space["columns"]``),
@@ -89,7 +91,7 @@ class Optimizer:
     def restore(self, items):
         raise NotImplementedError
 
-    def set_budget(self, evaluations):
+    def set_budget(self, evaluations, design_size=None):
         """Optional: optimizers without progress-driven behaviour ignore it."""
 
     def messages(self):
