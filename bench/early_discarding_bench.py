@@ -7,9 +7,10 @@ Side by side in one run, at equal numbers of configurations (the budget; one sea
   (b) ``curves``: bench/models/curves.py, 27 epochs a run, whose slow learners end best (its later epochs
       reorder the early rankings: early discarding is tempted to throw the best configurations away);
 these searches:
-  - candle_mbo without pruning, with ``--prune asha`` (R=1, eta=3; rungs 1, 3, 9), with ``--prune median``,
-    and asha telling the surrogate a pruned run's rung value adjusted by the typical later improvement of
-    the runs that went on (``asha adjusted``; the default tells its last value);
+  - candle_mbo without pruning, with ``--prune asha`` (R=1, eta=3; rungs 1, 3, 9), with ``--prune median``
+    (both telling the surrogate a pruned run's rung value adjusted by the typical later change of the runs
+    that went on, the default), and asha telling it the pruned run's last value instead (``asha, last
+    value``: CANDLE_MBO_PRUNED_VALUE=last);
   - ``asha, 40% epochs``: what early discarding is for, the freed epochs spent on new configurations:
     ``--prune asha --epoch-budget E`` with E = 40% of the unpruned search's epochs and 4 times the budget
     of configurations (the search ends at E epochs);
@@ -38,7 +39,7 @@ PROBLEMS = {
                "space": os.path.join(ROOT, "bench", "spaces", "curves.R"), "budget": 40, "epochs": 27,
                "defaults": "[Global_Params]\nepochs = 27\nepoch_s = 0.01\n"},
 }
-METHODS = ("no pruning", "asha", "median", "asha adjusted", "asha, 40% epochs", "Optuna TPE+Hyperband")
+METHODS = ("no pruning", "asha", "median", "asha, last value", "asha, 40% epochs", "Optuna TPE+Hyperband")
 EPOCH_SHARE = 0.4  # "asha, 40% epochs": the freed epochs spent on more configurations, up to this share
 
 
@@ -55,9 +56,9 @@ def candle_mbo_search(problem, method, seed, workers):
     env = dict(ENV)
     if method != "no pruning":
         args += ["--prune", method.split()[0].rstrip(",")]
-    if method == "asha adjusted":
-        env["CANDLE_MBO_PRUNED_VALUE"] = "adjusted"
-    if method.startswith("asha, "):  # as a user with an allocation would: an epoch budget, more configurations
+    if method == "asha, last value":
+        env["CANDLE_MBO_PRUNED_VALUE"] = "last"
+    if method == "asha, 40% epochs":  # as a user with an allocation would: an epoch budget, more configurations
         budget = spec["budget"] * 4
         args[args.index("--budget") + 1] = budget
         args += ["--epoch-budget", int(EPOCH_SHARE * spec["budget"] * spec["epochs"])]

@@ -162,6 +162,8 @@ class Dispatcher:
         self._signalled_here = False
         self._grace_started = False
         self._said = False
+        self._recording = False  # inside _record: a run is between "unfinished" and "finished"
+        self._say_deferred = None  # the signal whose line waits for the record being stored
         self.unstarted = []  # tasks taken back from the pool in a grace period: interrupted before they ran
         self.stops = {}  # run_id -> the answer that stopped it (merged into its record)
         self.fidelity = settings.get("fidelity") or "epochs"
@@ -271,8 +273,16 @@ class Dispatcher:
         """
         if self.signal is not None and result.get("status") not in (OK, PRUNED):
             return
-        result["attempt"] = self.attempts.get(result["run_id"])
-        record = self._store(result, self.tasks.pop(result["run_id"], None))
+        run_id = result["run_id"]
+        result["attempt"] = self.attempts.get(run_id)
+        self._recording = True  # a stop signal now waits for this record to be in (see _stop_signal)
+        try:
+            record = self._store(result, self.tasks.get(run_id))
+            self.tasks.pop(run_id, None)
+        finally:
+            self._recording = False
+            if self._say_deferred is not None:
+                self._say_interrupted(self._say_deferred)
         self.finished_here.append(record)
         self.succeeded = self.succeeded or record.get("status") in (OK, PRUNED)
         self._check_failing()
@@ -362,7 +372,12 @@ class Dispatcher:
         if signum not in GRACE_SIGNALS or not self.grace:
             # Said at once (also from a handler): the loop may be held up (a slow file system, R) past
             # the launcher's SIGKILL, and the journal already lets the resume rerun what did not finish.
-            self._say_interrupted(signum)
+            # Not in the middle of storing a record, where that run would count neither as finished nor
+            # as unfinished: then right after it (_record).
+            if self._recording:
+                self._say_deferred = signum
+            else:
+                self._say_interrupted(signum)
 
     def _watch_workers(self):
         """A stop signal a worker reported stops the job; a silent worker ends it (see the module docstring)."""
