@@ -315,10 +315,11 @@ def test_the_attempts_of_a_run_are_the_jobs_it_started_in():
     assert [e["run_id"] for e in replay.unfinished] == ["r1", "r2"]
 
 
-def test_a_stop_signal_while_a_record_is_stored_counts_that_run_as_finished(capfd, tmp_path):
-    """The stop line is said from the signal handler, at any moment of the loop. A signal that lands while
-    a result is being stored (after its journal line is written, say) used to count that run neither as
-    finished nor as unfinished ("1 finished, 1 interrupted" of 3 runs); its line now waits for the record."""
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_stop_signal_while_a_record_is_stored_counts_that_run_once(capfd, tmp_path, when):
+    """The stop line is said from the signal handler, at any moment of the loop. A signal that landed while a
+    result was being stored counted that run neither as finished nor as unfinished ("0 finished, 2
+    interrupted" of 3 runs). Now it is unfinished until its record is written, finished from then on."""
     from candle_mbo.core.dispatch import Dispatcher, Source, Task
 
     class Replay:
@@ -331,10 +332,12 @@ def test_a_stop_signal_while_a_record_is_stored_counts_that_run_as_finished(capf
             self.records = []
             self.dispatcher = None
 
-        def append(self, record):
-            if not self.records:  # the signal arrives in the middle of storing the first record
+        def append(self, record):  # the signal arrives before or after the record is written
+            if when == "before":
                 self.dispatcher._stop_signal(signal.SIGUSR1)
             self.records.append(record)
+            if when == "after":
+                self.dispatcher._stop_signal(signal.SIGUSR1)
 
         def file(self, name):
             return str(tmp_path / name)
@@ -354,4 +357,6 @@ def test_a_stop_signal_while_a_record_is_stored_counts_that_run_as_finished(capf
         dispatcher.tasks[run_id] = Task(run_id, {"x": 1})
     dispatcher._record({"run_id": "r1", "status": "ok", "objective": 1.0})
     said = capfd.readouterr().out
-    assert "1 finished, 2 interrupted" in said and "continue with: mpiexec ... --resume" in said, said
+    expected = "0 finished, 3 interrupted" if when == "before" else "1 finished, 2 interrupted"
+    assert expected in said and "continue with: mpiexec ... --resume" in said, said
+    assert list(dispatcher.tasks) == ["r2", "r3"]

@@ -162,8 +162,7 @@ class Dispatcher:
         self._signalled_here = False
         self._grace_started = False
         self._said = False
-        self._recording = False  # inside _record: a run is between "unfinished" and "finished"
-        self._say_deferred = None  # the signal whose line waits for the record being stored
+        self._recording = None  # the run whose record is being stored (_record)
         self.unstarted = []  # tasks taken back from the pool in a grace period: interrupted before they ran
         self.stops = {}  # run_id -> the answer that stopped it (merged into its record)
         self.fidelity = settings.get("fidelity") or "epochs"
@@ -275,14 +274,12 @@ class Dispatcher:
             return
         run_id = result["run_id"]
         result["attempt"] = self.attempts.get(run_id)
-        self._recording = True  # a stop signal now waits for this record to be in (see _stop_signal)
+        self._recording = run_id  # unfinished until its record is in (see _say_interrupted)
         try:
             record = self._store(result, self.tasks.get(run_id))
             self.tasks.pop(run_id, None)
         finally:
-            self._recording = False
-            if self._say_deferred is not None:
-                self._say_interrupted(self._say_deferred)
+            self._recording = None
         self.finished_here.append(record)
         self.succeeded = self.succeeded or record.get("status") in (OK, PRUNED)
         self._check_failing()
@@ -372,12 +369,7 @@ class Dispatcher:
         if signum not in GRACE_SIGNALS or not self.grace:
             # Said at once (also from a handler): the loop may be held up (a slow file system, R) past
             # the launcher's SIGKILL, and the journal already lets the resume rerun what did not finish.
-            # Not in the middle of storing a record, where that run would count neither as finished nor
-            # as unfinished: then right after it (_record).
-            if self._recording:
-                self._say_deferred = signum
-            else:
-                self._say_interrupted(signum)
+            self._say_interrupted(signum)
 
     def _watch_workers(self):
         """A stop signal a worker reported stops the job; a silent worker ends it (see the module docstring)."""
@@ -407,9 +399,14 @@ class Dispatcher:
         if self._said:
             return
         self._said = True
+        # Said from a signal handler, maybe while a record is being stored: that run stays a task until its
+        # record is in the experiment's records, and counts once, as finished from then on.
+        records = self.experiment.records
+        unfinished = set(self.tasks) | set(self.unstarted)
+        if self._recording is not None and records and records[-1].get("run_id") == self._recording:
+            unfinished.discard(self._recording)
         line = ("%s: %d finished, %d interrupted (they run again first); continue with: %s\n"
-                % (stopped_by(signum), len(self.experiment.records), len(self.tasks) + len(self.unstarted),
-                   self.resume_command))
+                % (stopped_by(signum), len(records), len(unfinished), self.resume_command))
         try:
             os.write(1, line.encode("utf-8", "replace"))
         except OSError:

@@ -235,8 +235,8 @@ class Experiment:
             time.sleep(_SLOW_WRITE)
             line = line[len(line) // 2:]
         self._write(line)
+        self.records.append(record)  # at once: a stop line said from a signal handler counts what is written
         trace("recorded", record["run_id"])
-        self.records.append(record)
         if self._csv is not None:
             self._csv_writer.writerow(self._csv_row(record))
             now = time.monotonic()
