@@ -10,21 +10,9 @@ import os
 import pytest
 
 from conftest import FIXTURES
+from test_mbo_bridge import mbo, settings
 
 pytestmark = [pytest.mark.r, pytest.mark.usefixtures("mlrmbo")]
-
-
-def settings(**over):
-    base = {"propose_points": 2, "learner": "default", "crit": "default", "profile": "fast", "maximize": False,
-            "mode": "sync", "lie": "believer", "random_lambda": False}
-    base.update(over)
-    return base
-
-
-def mbo(space, **over):
-    from candle_mbo.search.mbo import MBOOptimizer
-
-    return MBOOptimizer(space, settings(**over))
 
 
 def plain_r(code):
