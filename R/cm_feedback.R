@@ -142,12 +142,28 @@ cm_append_path <- function(x, y, extras = NULL, opt.path = mlrMBO:::getOptStateO
   template <- if (length(opt.path$env$extra)) opt.path$env$extra[[1L]] else NULL
   template <- template[!startsWith(names(template), ".")]
   dob <- mlrMBO:::getOptStateLoop(cm$state)
-  for (i in seq_along(xs)) {
+  cm_appending(opt.path, for (i in seq_along(xs)) {
     extra <- if (length(extras) >= i && !is.null(extras[[i]])) extras[[i]] else cm_design_extras(1L)[[1]]
     if (!is.null(template)) extra <- cm_conform_extras(extra, template)
     addOptPathEl(opt.path, x = xs[[i]], y = y[i], dob = dob, error.message = NA_character_,
                  exec.time = NA_real_, extra = extra)
-  }
+  })
+  invisible(opt.path)
+}
+
+# Evaluates `adding` (addOptPathEl calls on `opt.path`) against empty copies of the path's table and
+# columns, and binds the new rows to them once: addOptPathEl binds each row to the whole table and
+# copies each column vector, which made a tell of k results cost k copies of a long history (6 ms a
+# result at 16,000; docs/performance.md, "One master's throughput").
+cm_appending <- function(opt.path, adding) {
+  env <- opt.path$env
+  fields <- Filter(function(f) !is.null(env[[f]]), c("path", "dob", "eol", "extra", "error.message", "exec.time"))
+  before <- mget(fields, envir = env)
+  for (f in fields) env[[f]] <- if (f == "path") before$path[0L, , drop = FALSE] else before[[f]][0L]
+  on.exit(for (f in fields) {
+    env[[f]] <- if (f == "path") rbind(before$path, env$path) else c(before[[f]], env[[f]])
+  })
+  force(adding)
   invisible(opt.path)
 }
 
@@ -204,6 +220,25 @@ cm_adopt <- function(x_json) {
   row <- cm_row_from_x(x)
   item <- cm_register(row, "adopted", NULL, if (cm$random_only) NULL else cm_design_extras(1L, "adopted"))
   cm_to_json(item[[1]])
+}
+
+# Many adopted points in one call (another master's batch): registered as cm_adopt does, without the
+# run parameters nobody asks for; returns their ids, in order. One R call per point made each master
+# spend about 4 ms per point every other master proposed, which capped several masters' throughput.
+cm_adopt_many <- function(xs_json) {
+  xs <- jsonlite::fromJSON(xs_json, simplifyVector = FALSE)
+  extras <- if (cm$random_only) NULL else cm_design_extras(1L, "adopted")[[1]]
+  ids <- integer(length(xs))
+  for (i in seq_along(xs)) {
+    cm$next_id <- cm$next_id + 1L
+    ids[i] <- cm$next_id
+    row <- cm_row_from_x(xs[[i]])[, cm$columns, drop = FALSE]
+    rownames(row) <- NULL
+    cm$registry[[as.character(ids[i])]] <- row
+    if (!is.null(extras)) cm$extras[[as.character(ids[i])]] <- extras
+  }
+  cm$pending <- c(cm$pending, ids)
+  cm_to_json(as.list(ids))
 }
 
 # Points that will never run: no longer pending (a sync batch then closes without them).

@@ -36,15 +36,26 @@ cm_adacb_lambda <- function(control) {
 }
 
 # k points from one model, one confidence-bound search per lambda (as mlrMBO's multi-point 'cb'),
-# labelled with the criterion asked for (cb or adacb).
+# labelled with the criterion asked for (cb or adacb). The smallest lambda gets mlrMBO's own infill
+# search; the other lambdas pick from one shared candidate pool (cm_pool_points) unless
+# settings$later_infill is 'focussearch' (a search each: about 0.08 s a point, so that one master could
+# not feed thousands of workers; docs/performance.md, "One master's throughput").
 cm_propose_lambdas <- function(lambdas, control, opt.path, models, designs) {
-  props <- lapply(lambdas, function(lambda) {
+  one <- function(lambda) {
     ctrl <- control
     ctrl$propose.points <- 1L
     ctrl$infill.crit <- makeMBOInfillCritCB(cb.lambda = lambda)
     mlrMBO:::proposePointsByInfillOptimization(cm$state, control = ctrl, opt.path = opt.path, models = models,
                                                designs = designs)
-  })
+  }
+  if (length(lambdas) > 1L && !identical(cm$settings$later_infill, "focussearch")) {
+    # the smallest lambda (the most exploiting point, where a precise optimum matters most) searches
+    lambdas <- sort(lambdas)
+    first <- one(lambdas[1])
+    props <- list(first, cm_pool_points(lambdas[-1], control, models[[1]], first$prop.points))
+  } else {
+    props <- lapply(lambdas, one)
+  }
   prop <- mlrMBO:::joinProposedPoints(props)
   prop$multipoint.cb.lambdas <- lambdas
   prop$prop.type <- rep(paste0("infill_", cm_crit_id(control)), length(lambdas))
@@ -326,8 +337,7 @@ cm_register_proposal <- function(prop, k, control) {
 cm_add_rows <- function(op, rows, y) {
   xs <- lapply(dfRowsToList(rows, cm$par.set), ParamHelpers::repairPoint, par.set = cm$par.set)
   dob <- mlrMBO:::getOptStateLoop(cm$state)
-  for (i in seq_along(xs)) addOptPathEl(op, x = xs[[i]], y = y[i], dob = dob)
-  invisible(op)
+  cm_appending(op, for (i in seq_along(xs)) addOptPathEl(op, x = xs[[i]], y = y[i], dob = dob))
 }
 
 # k points from the criterion (or CB with `lambdas`), each entered with the model's prediction
@@ -350,4 +360,81 @@ cm_propose_believed <- function(k, control, op, learner, model, task, lambdas = 
   prop$prop.type <- rep(paste0("infill_", cm_crit_id(control)), k)
   if (!is.null(lambdas)) prop$multipoint.cb.lambdas <- lambdas
   prop
+}
+
+# The later points of a lambdas batch from one candidate pool, predicted twice in all instead of a
+# focus search per point: random points over the whole space, then points in boxes around each
+# distinct winner (and the first point) at three finer scales (a quarter, an eighth and a sixteenth of
+# each range on either side, as a focus search narrows; a discrete value kept or redrawn). Each lambda
+# takes the best confidence bound among the distinct candidates not taken yet in this batch (all of
+# them again once a small discrete space runs out). Returns a mlrMBO proposal of length(lambdas) points.
+cm_pool_points <- function(lambdas, control, model, first) {
+  started <- proc.time()[["elapsed"]]
+  ps <- cm$par.set
+  size <- if (is.null(cm$settings$pool_size)) 600L else as.integer(cm$settings$pool_size)
+  sign <- if (control$minimize) 1 else -1
+  global <- generateDesign(size, ps, lhs::randomLHS)
+  stats <- cm_pool_predict(model, global)
+  winners <- unique(vapply(lambdas, function(l) which.min(sign * stats$mean - l * stats$se), integer(1)))
+  centers <- rbind(first[, names(global), drop = FALSE], global[winners, , drop = FALSE])
+  local <- do.call(rbind, lapply(seq_len(nrow(centers)), function(i) {
+    x <- dfRowToList(mlrMBO:::recodeTypes(centers[i, , drop = FALSE], ps), ps, 1L)
+    scales <- lapply(c(4, 8, 16), function(scale) generateDesign(50L, cm_focus_set(ps, x, scale), lhs::randomLHS))
+    do.call(rbind, scales)
+  }))
+  pool <- rbind(global, local)
+  stats <- rbind(stats, cm_pool_predict(model, local))
+  distinct <- !duplicated(rbind(first[, names(pool), drop = FALSE], pool))[-1L]
+  if (!any(distinct)) distinct[1L] <- TRUE  # a space of one point: repeat it
+  pool <- pool[distinct, , drop = FALSE]
+  stats <- stats[distinct, , drop = FALSE]
+  taken <- logical(nrow(pool))
+  chosen <- integer(length(lambdas))
+  crit <- numeric(length(lambdas))
+  for (j in seq_along(lambdas)) {
+    if (all(taken)) taken[] <- FALSE
+    values <- sign * stats$mean - lambdas[j] * stats$se
+    values[taken] <- Inf
+    chosen[j] <- which.min(values)
+    crit[j] <- values[chosen[j]]
+    taken[chosen[j]] <- TRUE
+  }
+  points <- mlrMBO:::recodeTypes(pool[chosen, , drop = FALSE], ps)
+  rownames(points) <- NULL
+  n <- length(lambdas)
+  seconds <- (proc.time()[["elapsed"]] - started) / n
+  mlrMBO:::makeProposal(control = control, prop.points = points, propose.time = rep(seconds, n),
+                        prop.type = rep(paste0("infill_", cm_crit_id(control)), n),
+                        crit.vals = matrix(crit, ncol = 1L),
+                        crit.components = data.frame(se = stats$se[chosen], mean = stats$mean[chosen],
+                                                     lambda = lambdas))
+}
+
+cm_pool_predict <- function(model, design) {
+  newdata <- BBmisc::convertDataFrameCols(design, ints.as.num = TRUE, logicals.as.factor = TRUE)
+  p <- predict(model, newdata = newdata)$data
+  data.frame(mean = p$response, se = p$se)
+}
+
+# The par.set narrowed around `x` as a focus search narrows it: numeric ranges to range/scale on either
+# side (integers widened to whole bounds), a discrete parameter kept at its value half the time.
+cm_focus_set <- function(ps, x, scale) {
+  ps$pars <- lapply(ps$pars, function(par) {
+    v <- x[[par$id]]
+    if (BBmisc::isScalarNA(v) || is.null(v)) return(par)
+    if (isNumeric(par)) {
+      half <- (par$upper - par$lower) / scale
+      par$lower <- pmax(par$lower, v - half)
+      par$upper <- pmin(par$upper, v + half)
+      if (isInteger(par)) {
+        par$lower <- floor(par$lower)
+        par$upper <- ceiling(par$upper)
+      }
+    } else if (par$type %in% c("discrete", "logical") && stats::runif(1) < 0.5) {
+      name <- if (is.character(v) || is.logical(v)) as.character(v) else discreteValueToName(par, v)
+      par$values <- par$values[names(par$values) %in% name]
+    }
+    par
+  })
+  ps
 }

@@ -44,7 +44,7 @@ def run(variant, seed, workers, budget, log):
     try:
         design = max(4, min(workers, budget // 3))
         result = scale_sim.simulate(workers, 4, 60.0, budget, "branin", seed,
-                                    scale_sim.mbo_factory("branin", workers, budget), log, design=design)
+                                    scale_sim.mbo_factory("branin", workers, budget, design), log, design=design)
     finally:
         scale_sim.SimMaster.request = original_request
         scale_sim.SimMaster.proposed, scale_sim.SimMaster.withdraw = original

@@ -37,7 +37,8 @@ SPACES = {"hartmann6": os.path.join(BENCH, "spaces", "hartmann6.R"),
           "mixed": os.path.join(ROOT, "tests", "fixtures", "mixed_space.R")}
 BUDGETS = {"branin": 64, "hartmann6": 112}
 OPTIMA = {"branin": 0.397887, "hartmann6": -3.32237}
-VARIANTS = {"one per fit": {}, "lambdas": {"batch": "lambdas"}, "believer": {"batch": "believer"},
+VARIANTS = {"one per fit": {}, "lambdas": {"batch": "lambdas"},
+            "lambdas, focus search per point": {"batch": "lambdas", "later_infill": "focussearch"}, "believer": {"batch": "believer"},
             "both": {"batch": "both"}, "lambdas, no reuse": {"batch": "lambdas", "reuse_hyper": False},
             "lambdas, cap 48, best half": {"batch": "lambdas", "max_fit_rows": 48},
             "lambdas, cap 48, best quarter": {"batch": "lambdas", "max_fit_rows": 48, "fit_best_share": 0.25}}

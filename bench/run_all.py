@@ -24,6 +24,11 @@ def main():
         ["failing_region_bench.py"] + (["--seeds", "1"] if quick else []),
         ["diverging_bench.py"] + (["--seeds", "1"] if quick else ["--modes", "sync", "async"]),
         ["scale_sim.py"] + (["--workers", "64", "256", "--masters", "1", "2", "--mean-run", "30"] if quick else []),
+        ["cost_model.py"] + (["--sizes", "256", "1024", "--k", "1", "16"] if quick else []),
+        ["scale_sim.py", "--compare", "--workers", "1024", "4096", "--masters", "1", "--mean-run", "30"]
+        + (["--workers", "256", "--budget-factor", "1"] if quick else []),
+        ["scale_sim.py", "--cost-model", "--workers", "4096", "16384", "--masters", "1", "2", "4", "8", "default"]
+        + (["--workers", "4096", "--masters", "1", "default"] if quick else []),
         ["scale_sim.py", "--quality"] + (["--seeds", "2"] if quick else []),
         ["scale_sim.py", "--quality", "--mean-run", "5"] + (["--seeds", "2"] if quick else []),
         ["early_discarding_bench.py"] + (["--seeds", "1"] if quick else []),

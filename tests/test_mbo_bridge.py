@@ -324,6 +324,97 @@ def test_async_propose_k_draws_k_distinct_lambdas_from_one_fit():
     assert len({(p.x["x1"], p.x["x2"]) for p in proposals}) == 4
 
 
+@pytest.mark.parametrize("space, y", [(BRANIN_SPACE, branin), (MIXED, lambda p: p.x["learning_rate"] + p.x["weights1"])])
+def test_a_batchs_later_points_come_from_one_pool_and_lie_where_the_model_says(space, y):
+    """The pool picks, for each lambda, a candidate whose confidence bound is close to what a focus search
+    of its own finds (the criterion value of the pool's point is at most a little worse), on a numeric and
+    on a mixed space with requires= (every point inside the space, none a fallback)."""
+    from candle_mbo.search.mbo import MBOOptimizer
+
+    def propose(later_infill):
+        optimizer = MBOOptimizer(space, settings(mode="async", propose_points=12, random_lambda=True,
+                                                 later_infill=later_infill))
+        optimizer.set_budget(60, 16)
+        design = optimizer.design(16, 3)
+        optimizer.tell([(p, y(p)) for p in design])
+        return optimizer.propose(12, 5)
+
+    pooled, searched = propose("pool"), propose("focussearch")
+    for batch in (pooled, searched):
+        assert [p.prop_type for p in batch] == ["infill_cb"] * 12, [p.info for p in batch]
+        assert len({json.dumps(p.x, sort_keys=True) for p in batch}) == 12
+    # the same lambdas (one draw per batch), each with a criterion value near its own focus search's
+    by_lambda = {round(p.info["lambda"], 12): p.info["crit"] for p in searched}
+    spread = max(by_lambda.values()) - min(by_lambda.values())
+    for p in pooled:
+        assert by_lambda[round(p.info["lambda"], 12)] - p.info["crit"] > -0.25 * spread
+
+
+def test_a_batch_larger_than_a_small_discrete_space_still_comes_back_whole(tmp_path):
+    space = tmp_path / "small.R"
+    space.write_text('param.set <- makeParamSet(makeDiscreteParam("opt", c("adam", "sgd", "rmsprop")),\n'
+                     '                          makeLogicalParam("bn"))\n')
+    optimizer = mbo(str(space), mode="async", propose_points=8, random_lambda=True)
+    optimizer.set_budget(40, 6)
+    design = optimizer.design(6, 1)
+    optimizer.tell([(p, {"adam": 0.1, "sgd": 0.5, "rmsprop": 0.3}[p.params["opt"]] + 0.1 * p.params["bn"])
+                    for p in design])
+    batch = optimizer.propose(8, 2)
+    assert [p.prop_type for p in batch] == ["infill_cb"] * 8, [p.info for p in batch]
+    assert len({(p.x["opt"], p.x["bn"]) for p in batch}) == 6  # every point of the space before any repeats
+
+
+def test_rows_bound_once_make_the_same_path_as_rows_added_one_by_one():
+    """cm_appending (a tell's rows bound to the path once) leaves the table, births, deaths, errors, run
+    times and extras exactly as addOptPathEl row by row does."""
+    optimizer = mbo(MIXED)
+    build = optimizer._r.r("""function(appending) {
+      ps <- makeParamSet(makeNumericParam("a", 0, 1), makeDiscreteParam("b", c("u", "v")),
+                         makeNumericParam("c", 0, 1, requires = quote(b == "u")))
+      make <- function() {
+        op <- makeOptPathDF(ps, "y", TRUE, include.error.message = TRUE, include.exec.time = TRUE,
+                            include.extra = TRUE)
+        addOptPathEl(op, x = list(a = 0.5, b = "u", c = 0.1), y = 1, dob = 0L, extra = list(e = 1))
+        op
+      }
+      rows <- list(list(a = 0.1, b = "v", c = NA), list(a = 0.2, b = "u", c = 0.3), list(a = 0.9, b = "v", c = NA))
+      add <- function(op) for (i in seq_along(rows)) {
+        addOptPathEl(op, x = rows[[i]], y = i, dob = i, error.message = if (i == 2) "boom" else NA_character_,
+                     exec.time = i / 10, extra = list(e = i * 2))
+      }
+      one <- make()
+      add(one)
+      bound <- make()
+      appending(bound, add(bound))
+      fields <- c("path", "dob", "eol", "error.message", "exec.time", "extra")
+      c(vapply(fields, function(f) identical(one$env[[f]], bound$env[[f]]), logical(1)), rows = nrow(bound$env$path))
+    }""")
+    same = build(optimizer._env["cm_appending"])
+    assert dict(zip(same.names, list(same))) == {"path": 1, "dob": 1, "eol": 1, "error.message": 1,
+                                                 "exec.time": 1, "extra": 1, "rows": 4}
+
+
+def test_points_adopted_in_one_call_are_pending_until_told_or_discarded():
+    optimizer = mbo(BRANIN_SPACE, mode="async", propose_points=8)
+    design = optimizer.design(6, 1)
+    optimizer.tell([(p, branin(p)) for p in design])
+    xs = [{"x1": 1.0 + i, "x2": 2.0} for i in range(4)]
+    adopted = optimizer.adopt_many(xs)
+    assert [p.x for p in adopted] == xs and [p.prop_type for p in adopted] == ["adopted"] * 4
+    assert sorted(pending_ids(optimizer)) == sorted(p.id for p in adopted)
+    assert optimizer.tell([(adopted[0], 3.0)]) and optimizer.discard([adopted[1]]) is None
+    assert sorted(pending_ids(optimizer)) == sorted(p.id for p in adopted[2:])
+    assert path_y(optimizer)[-1] == 3.0  # the told one entered the path
+    assert optimizer.adopt_many([]) == []
+
+
+def test_later_infill_is_checked_before_r_starts():
+    from candle_mbo.search.mbo import UsageError, check_settings
+
+    with pytest.raises(UsageError, match="later_infill focus: unknown; choose one of pool, focussearch"):
+        check_settings(settings(later_infill="focus"))
+
+
 # -- several optimizers in one R session -------------------------------------------------------------------
 def test_optimizers_in_one_process_are_independent():
     def drive(optimizers):

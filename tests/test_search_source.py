@@ -224,3 +224,129 @@ def test_no_point_is_asked_for_while_queued_tasks_will_take_the_next_free_worker
     view.queued = 0
     source._take_async(view)
     assert master.asked == [1]
+
+
+# -- the cost model (bench/cost_model.py, scale_sim --cost-model) ------------------------------------------
+def test_the_cost_fit_recovers_the_curve_it_was_measured_from():
+    import cost_model
+
+    truth = {"propose": [0.3, 0.002, 0.01, 0.004, 0.5], "tell": [0.01, 0.0, 0.001, 0.0003, 0.0001]}
+    rows, rng = [], random.Random(3)
+    for kind in cost_model.FEATURES:
+        for _ in range(60):
+            state = {"k": rng.choice([1, 4, 16, 64]), "n": rng.choice([300, 4000, 16000]),
+                     "pending": rng.choice([0, 4000]), "estimate": rng.random() < 0.2}
+            weights = truth.get(kind, [0.01] + [0.0] * (len(cost_model.FEATURES[kind]) - 1))
+            seconds = cost_model.CostModel({kind: weights}).seconds(kind, **state) * rng.uniform(0.97, 1.03)
+            rows.append(dict(state, kind=kind, seconds=seconds))
+    fitted = cost_model.fit(rows)
+    for kind, weights in truth.items():
+        assert fitted[kind] == pytest.approx(weights, rel=0.15, abs=2e-4)
+
+
+def cost_model_sim(propose_weights, workers=64, budget=256):
+    import cost_model
+
+    weights = {kind: [0.0] * len(names) for kind, names in cost_model.FEATURES.items()}
+    weights["propose"] = propose_weights
+    model = cost_model.CostModel(weights)
+    made = []
+
+    def make(index):
+        made.append(cost_model.StandIn(model, "branin", index))
+        return made[-1]
+
+    result = scale_sim.simulate(workers, 1, 1.0, budget, "branin", 1, make, logging.getLogger("test"))
+    return result, made[0]
+
+
+def test_a_cost_model_simulation_charges_the_fitted_cost_on_the_virtual_clock():
+    """Free proposals keep 64 workers with 1 s runs busy; at 0.5 s + 0.05 s a point one master cannot
+    (the stand-in's own time is nothing either way: only the model's seconds move the clock)."""
+    cheap, optimizer = cost_model_sim([0.0, 0.0, 0.0, 0.0, 0.0])
+    dear, _ = cost_model_sim([0.5, 0.05, 0.0, 0.0, 0.0])
+    assert cheap["evaluations"] == dear["evaluations"] == 256
+    assert optimizer.told == 256 and optimizer.pending == 0
+    assert cheap["busy_while_work"] > 0.9
+    assert dear["busy_while_work"] < cheap["busy_while_work"] - 0.2
+    assert cheap["mean_proposal_s"] == 0.0 and dear["mean_proposal_s"] > 0.2  # warm-up proposals cost nothing here
+
+
+def test_the_stand_in_keeps_the_warm_up_and_the_estimate_rule_of_the_r_side():
+    import cost_model
+
+    weights = {kind: [0.0] * len(names) for kind, names in cost_model.FEATURES.items()}
+    weights["random"] = [1.0, 0.0]
+    weights["propose"] = [10.0, 0.0, 0.0, 0.0, 100.0]
+    optimizer = cost_model.StandIn(cost_model.CostModel(weights), "hartmann6", 1)
+    design = optimizer.design(40, 1)
+    optimizer.tell([(p, 1.0) for p in design[:19]])
+    optimizer.propose(2, 1)
+    assert optimizer.take_charge() == 1.0  # 19 of 40 back: still the random warm-up
+    charges = []
+    for told in range(19, 23):
+        optimizer.tell([(design[told], 1.0)])
+        optimizer.propose(2, told)
+        charges.append(optimizer.take_charge())
+    # the first fit (20 told) estimates; 21 < 1.1 x 20 keeps the hyperparameters; 22 estimates again
+    assert charges == [110.0, 10.0, 110.0, 10.0]
+
+
+# -- results that queue up behind a proposal are told in one call ------------------------------------------
+class CallLog:
+    """An optimizer that records its calls; propose waits for ``release`` (a long proposal)."""
+
+    def __init__(self):
+        import threading
+
+        self.calls = []
+        self.release = threading.Event()
+
+    def propose(self, k, seed):
+        self.release.wait(10)
+        self.calls.append(("propose", k))
+        return []
+
+    def tell(self, results):
+        self.calls.append(("tell", len(results)))
+
+    def adopt(self, x):
+        self.calls.append(("adopt", x["x1"]))
+        return Proposal(0, x, x, "adopted", {})
+
+    def messages(self):
+        return []
+
+
+def test_master_zero_tells_the_results_that_queued_behind_a_proposal_in_one_call_in_order():
+    from candle_mbo.search.masters import LocalMaster
+
+    optimizer = CallLog()
+    master = LocalMaster()
+    master.begin(lambda settings: optimizer, {})
+    master.ready()
+    master.request(4, 1, 7)  # busy in R
+    for i in range(5):
+        master.tell([("run-%d" % i, {"x1": i}, 0.5)])
+    master.dispatched([("run-9", 1, 3, {"x1": 9.0})])  # another master's point: an adopt, in between
+    master.tell([("run-7", {"x1": 7}, 0.5)])
+    master.tell([("run-8", {"x1": 8}, 0.5)])
+    optimizer.release.set()
+    master.call(lambda: None)  # everything queued before this has run
+    assert optimizer.calls == [("propose", 4), ("tell", 5), ("adopt", 9.0), ("tell", 2)]
+
+
+def test_an_optimizer_rank_tells_the_results_that_queued_up_in_one_call_in_order():
+    from candle_mbo.pool.transport import queue_pair
+    from candle_mbo.search.masters import optimizer_rank
+
+    optimizer = CallLog()
+    dispatcher, rank = queue_pair()
+    for i in range(3):
+        dispatcher.send(1, ("tell", [("run-%d" % i, {"x1": i}, 0.5)]))
+    dispatcher.send(1, ("dispatched", [("run-9", 0, 3, {"x1": 9.0})]))
+    dispatcher.send(1, ("tell", [("run-7", {"x1": 7}, 0.5)]))
+    dispatcher.send(1, ("tell", [("run-8", {"x1": 8}, 0.5)]))
+    dispatcher.send(1, ("stop", None))
+    optimizer_rank(rank, {"master_index": 1}, lambda settings: optimizer)
+    assert optimizer.calls == [("tell", 3), ("adopt", 9.0), ("tell", 2)]

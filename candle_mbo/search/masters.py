@@ -83,19 +83,32 @@ class MasterLogic:
     def proposed(self, items):
         """Another master's proposals, not started yet: pending here from now on (as running points are),
         so that masters proposing at the same time do not propose the same region twice."""
+        new = {}
         for origin, proposal_id, x in items:
             if origin != self.index and (origin, proposal_id) not in self.foreign:
-                self.foreign[(origin, proposal_id)] = self.opt.adopt(x)
+                new[(origin, proposal_id)] = x
+        self.foreign.update(zip(new, self._adopt(list(new.values()))))
+
+    def _adopt(self, xs):
+        """Points made elsewhere, pending here from now on: one optimizer call for all of them."""
+        adopt_many = getattr(self.opt, "adopt_many", None)
+        return adopt_many(xs) if adopt_many is not None else [self.opt.adopt(x) for x in xs]
 
     def dispatched(self, items):
         """Points that are running now: own proposals get their run id, others keep the pending point
         adopted when they were proposed, or are adopted now."""
+        unknown = []
         for run_id, origin, proposal_id, x in items:
             if origin == self.index:
                 proposal = self.handed.pop(proposal_id, None)
             else:
                 proposal = self.foreign.pop((origin, proposal_id), None)
-            self.running[run_id] = proposal if proposal is not None else self.opt.adopt(x)
+            if proposal is None:
+                unknown.append((run_id, x))
+            else:
+                self.running[run_id] = proposal
+        for (run_id, _), proposal in zip(unknown, self._adopt([x for _, x in unknown])):
+            self.running[run_id] = proposal
 
     def withdraw(self, pairs):
         """Other masters' proposals that will never run: no longer pending here."""
@@ -157,8 +170,23 @@ class LocalMaster:
         return value
 
     def _serve(self):
+        held = None
         while True:
-            fn, args, box, done = self._calls.get()
+            call, held = held or self._calls.get(), None
+            fn, args, box, done = call
+            if self.logic is not None and fn == self.logic.tell and done is None:
+                # results that queued up behind a proposal: told in one R call (each call has a fixed cost)
+                items = list(args[0])
+                while held is None:
+                    try:
+                        following = self._calls.get_nowait()
+                    except queue.Empty:
+                        break
+                    if following[0] == self.logic.tell and following[3] is None:
+                        items += following[1][0]
+                    else:
+                        held = following
+                args = (items,)
             try:
                 box.append((True, fn(*args)))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
@@ -347,12 +375,21 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
     backoff = Backoff()
     handlers = {"proposed": "proposed", "dispatched": "dispatched", "tell": "tell", "discard": "discard",
                 "withdraw": "withdraw"}
+    held = None
     while True:
-        received = link.wait(3600.0, backoff, source=master)
+        received, held = held or link.wait(3600.0, backoff, source=master), None
         if received is None:
             continue
         kind, payload = received[1]
         backoff.reset()
+        while kind == "tell" and held is None:  # results that queued up: told in one call
+            following = link.poll(master)
+            if following is None:
+                break
+            if following[1][0] == "tell":
+                payload = list(payload) + list(following[1][1])
+            else:
+                held = following
         if kind == "stop":
             break
         if logic is None:

@@ -36,6 +36,7 @@ MODES = ("sync", "async")
 # How one fit gives k points (see cm_propose_from in R/cm_propose.R).
 BATCHES = ("lambdas", "believer", "both")
 TRANSFORMS = ("none", "log")  # --objective-transform: what the surrogate sees of a value (R/cm_feedback.R)
+LATER_INFILLS = ("pool", "focussearch")
 # Criteria that can propose several points that run at the same time. Sync batches: mlrMBO's
 # multi-point 'cb' (random lambdas), its constant liar (ei, aei only), and adacb as CB points drawn
 # around its adaptive lambda. Async: pending points enter the surrogate under a lie, which spreads
@@ -76,7 +77,8 @@ def check_settings(settings):
     for key, choices, option in (("crit", CRITS, "--crit"), ("learner", LEARNERS, "--learner"),
                                  ("lie", LIES, "--lie"), ("profile", PROFILES, "--profile"),
                                  ("mode", MODES, "--mode"), ("batch", BATCHES, "batch"),
-                                 ("objective_transform", TRANSFORMS, "--objective-transform")):
+                                 ("objective_transform", TRANSFORMS, "--objective-transform"),
+                                 ("later_infill", LATER_INFILLS, "later_infill")):
         value = settings.get(key)
         if value is not None and value not in choices:
             raise UsageError("%s %s: unknown; choose one of %s" % (option, value, ", ".join(choices)))
@@ -150,6 +152,12 @@ class _RSpace(Optimizer):
     def adopt(self, x):
         return self._points("[%s]" % self._call("cm_adopt", json.dumps(x)))[0]
 
+    def adopt_many(self, xs):
+        if not xs:
+            return []
+        ids = json.loads(self._call("cm_adopt_many", json.dumps(list(xs))))
+        return [Proposal(i, x, None, "adopted", {}) for i, x in zip(ids, xs)]
+
     def discard(self, proposals):
         ids = [p.id for p in proposals]
         if ids:
@@ -188,7 +196,8 @@ class MBOOptimizer(_RSpace):
     Tuning (benchmarks; defaults are measured, see docs/performance.md): batch ('lambdas',
     'believer', 'both': how one fit gives k points), max_fit_rows (the most rows a fit takes: 200 for
     kriging, 300 for forests), reuse_hyper (async kriging keeps its hyperparameters until the results
-    grow by 10%; default true).
+    grow by 10%; default true), later_infill ('pool': the points of a lambdas batch after the first
+    pick from one shared candidate pool, the default; 'focussearch': a focus search each), pool_size.
     """
 
     name = "mlrMBO"

@@ -26,6 +26,8 @@ Attributes and methods:
 ``adopt(x) -> Proposal``
     Registers a point made elsewhere (a point another master proposed and is running) as pending;
     tell it later through the returned Proposal.
+``adopt_many([x]) -> [Proposal]``
+    ``adopt`` for many points in one call (another master's batch); the Proposals carry no params.
 ``discard([Proposal])``
     Proposals that will never run (budget reached, job ending): no longer pending.
 ``restore(items) -> [Proposal]``
@@ -84,6 +86,9 @@ class Optimizer:
 
     def adopt(self, x):
         raise NotImplementedError
+
+    def adopt_many(self, xs):
+        return [self.adopt(x) for x in xs]
 
     def discard(self, proposals):
         raise NotImplementedError
