@@ -11,7 +11,8 @@ virtual clock, so that 64 to 16,384 workers and 1 to 8 masters can be studied on
 What is real: candle_mbo's Dispatcher (journal writes included), SearchSource (design, batched requests,
 budget), MasterLogic and the MBOOptimizer with its R/mlrMBO proposals -- each proposal is computed for
 real and its measured duration is what it costs on its master's virtual timeline, as are the master's
-tells and adoptions of running points (they queue behind its proposal, FIFO, as on a real master). The
+tells and adoptions of running points (they queue behind its proposal, FIFO, as on a real master;
+results that queue up are told in one call, as masters.py does; --tell-each: one call each, as before). The
 dispatcher's own processing time is measured too and advances the clock (rank 0 is one process).
 What is simulated: workers (run times drawn from a lognormal with the given mean, sigma 0.5; the
 objective is computed at once), and MPI (messages arrive at once; the measured pool benchmark puts a
