@@ -228,15 +228,7 @@ cm_adopt <- function(x_json) {
 cm_adopt_many <- function(xs_json) {
   xs <- jsonlite::fromJSON(xs_json, simplifyVector = FALSE)
   extras <- if (cm$random_only) NULL else cm_design_extras(1L, "adopted")[[1]]
-  ids <- integer(length(xs))
-  for (i in seq_along(xs)) {
-    cm$next_id <- cm$next_id + 1L
-    ids[i] <- cm$next_id
-    row <- cm_row_from_x(xs[[i]])[, cm$columns, drop = FALSE]
-    rownames(row) <- NULL
-    cm$registry[[as.character(ids[i])]] <- row
-    if (!is.null(extras)) cm$extras[[as.character(ids[i])]] <- extras
-  }
+  ids <- vapply(xs, function(x) cm_enter(cm_row_from_x(x), extras), integer(1))
   cm$pending <- c(cm$pending, ids)
   cm_to_json(as.list(ids))
 }

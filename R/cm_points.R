@@ -8,18 +8,26 @@
 cm_register <- function(df, prop_type, extra = NULL, path_extras = NULL) {
   out <- vector("list", nrow(df))
   for (i in seq_len(nrow(df))) {
-    cm$next_id <- cm$next_id + 1L
-    id <- cm$next_id
-    row <- df[i, cm$columns, drop = FALSE]
-    rownames(row) <- NULL
-    cm$registry[[as.character(id)]] <- row
+    id <- cm_enter(df[i, , drop = FALSE], if (is.null(path_extras)) NULL else path_extras[[i]])
     cm$pending <- c(cm$pending, id)
-    if (!is.null(path_extras)) cm$extras[[as.character(id)]] <- path_extras[[i]]
+    row <- cm$registry[[as.character(id)]]
     item <- list(id = id, x = cm_raw_x(row), params = cm_run_params(row), prop_type = prop_type[i])
     if (!is.null(extra)) item <- c(item, extra[[i]])
     out[[i]] <- item
   }
   out
+}
+
+# One row into the registry under a new id (with the path extras it will enter the path with); the
+# caller makes it pending. Returns the id.
+cm_enter <- function(row, path_extras = NULL) {
+  cm$next_id <- cm$next_id + 1L
+  id <- cm$next_id
+  row <- row[, cm$columns, drop = FALSE]
+  rownames(row) <- NULL
+  cm$registry[[as.character(id)]] <- row
+  if (!is.null(path_extras)) cm$extras[[as.character(id)]] <- path_extras
+  id
 }
 
 # The registered rows of `ids`, in order, as one data frame.

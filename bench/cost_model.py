@@ -50,6 +50,21 @@ def cost_file(problem, label=""):
     return os.path.join(HERE, "costs", "proposal_costs_%s%s.json" % (problem, "_" + label if label else ""))
 
 
+def random_point(rng, problem):
+    return {"x%d" % (i + 1): rng.uniform(lo, hi) for i, (lo, hi) in enumerate(BOUNDS[problem])}
+
+
+def warmup(design_size):
+    """Results before the surrogate proposes (R/cm_propose.R cm_warmup: half the design, at least 2)."""
+    return max(2, math.ceil((design_size or 0) / 2))
+
+
+def estimates(told, estimated_at):
+    """Whether a model proposal re-estimates kriging's hyperparameters (R/cm_propose.R cm_fit: the first
+    fit, then whenever the finished count grew by 10%)."""
+    return estimated_at is None or told >= 1.1 * estimated_at
+
+
 def features(kind, k=0, n=0, pending=0, estimate=0):
     values = {"1": 1.0, "k": float(k), "n/1000": n / 1000.0, "pending/1000": pending / 1000.0,
               "estimate": float(estimate), "k*n/1000": k * n / 1000.0, "k*pending/1000": k * pending / 1000.0}
@@ -86,7 +101,7 @@ class StandIn(Optimizer):
 
     def __init__(self, model, problem, seed):
         self.model = model
-        self.bounds = BOUNDS[problem]
+        self.problem = problem
         self.rng = random.Random(seed)
         self.next_id = 0
         self.told = 0
@@ -103,7 +118,7 @@ class StandIn(Optimizer):
         out = []
         for _ in range(k):
             self.next_id += 1
-            x = {"x%d" % (i + 1): self.rng.uniform(lo, hi) for i, (lo, hi) in enumerate(self.bounds)}
+            x = random_point(self.rng, self.problem)
             out.append(Proposal(self.next_id, x, dict(x), prop_type, {}))
         self.pending += k
         return out
@@ -117,11 +132,10 @@ class StandIn(Optimizer):
         return self._points(n, "initdesign")
 
     def propose(self, k, seed):
-        warmup = max(2, math.ceil((self.design_size or 0) / 2))
-        if self.told < warmup:  # as cm_propose: random points until half the design is back
+        if self.told < warmup(self.design_size):  # as cm_propose: random points until half the design is back
             self.charge += self.model.seconds("random", k=k)
             return self._points(k, "random")
-        estimate = self.estimated_at is None or self.told >= 1.1 * self.estimated_at  # cm_fit's rule
+        estimate = estimates(self.told, self.estimated_at)
         if estimate:
             self.estimated_at = self.told
         self.charge += self.model.seconds("propose", k=k, n=self.told, pending=self.pending, estimate=estimate)
@@ -179,14 +193,11 @@ def measure(problem, sizes, ks, pendings, later_infill="pool", log=print):
     def value(point):
         return objective(problem, point.params)
 
-    def random_x():
-        return {"x%d" % (i + 1): rng.uniform(lo, hi) for i, (lo, hi) in enumerate(BOUNDS[problem])}
-
     optimizer.tell([(p, value(p)) for p in points])
     history = design_n
     for n in sorted(sizes):
         while history < n:  # grow the history with results of points made elsewhere (plain data)
-            xs = [random_x() for _ in range(min(512, n - history))]
+            xs = [random_point(rng, problem) for _ in range(min(512, n - history))]
             optimizer.tell([(x, objective(problem, x)) for x in xs])
             history += len(xs)
         for target in sorted(pendings):
@@ -211,7 +222,7 @@ def measure(problem, sizes, ks, pendings, later_infill="pool", log=print):
                 rows.append(("random", k, history, len(pending), 0, spent))
             adopted = []
             for m in (1, 1, 16, 16, 64, 64):  # another master's batch, adopted in one call
-                proposals, spent = _timed(optimizer.adopt_many, [random_x() for _ in range(m)])
+                proposals, spent = _timed(optimizer.adopt_many, [random_point(rng, problem) for _ in range(m)])
                 rows.append(("adopt", m, history, len(pending), 0, spent))
                 adopted += proposals
             _, spent = _timed(optimizer.discard, adopted)
@@ -237,13 +248,13 @@ def insitu(problem, workers, mean_run, later_infill="pool", seed=1, log=print):
     result = simulate(workers, 1, mean_run, budget, problem, seed, make, logging.getLogger("cost-model"))
     log("real-mode simulation, %d workers, %g s runs: %.1f%% busy while work remained"
         % (workers, mean_run, 100 * result["busy_while_work"]))
-    rows, estimated_at, warmup = [], None, max(2, math.ceil(design / 2))
+    rows, estimated_at = [], None
     for kind, k, told, pending, seconds in result["calls"]:
         estimate = 0
-        if kind == "propose" and told < warmup:
+        if kind == "propose" and told < warmup(design):
             kind = "random"
         elif kind == "propose":
-            estimate = int(estimated_at is None or told >= 1.1 * estimated_at)
+            estimate = int(estimates(told, estimated_at))
             estimated_at = told if estimate else estimated_at
         rows.append({"kind": kind, "k": k, "n": told, "pending": pending, "estimate": estimate,
                      "seconds": seconds, "source": "simulation"})

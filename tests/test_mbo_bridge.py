@@ -329,11 +329,8 @@ def test_a_batchs_later_points_come_from_one_pool_and_lie_where_the_model_says(s
     """The pool picks, for each lambda, a candidate whose confidence bound is close to what a focus search
     of its own finds (the criterion value of the pool's point is at most a little worse), on a numeric and
     on a mixed space with requires= (every point inside the space, none a fallback)."""
-    from candle_mbo.search.mbo import MBOOptimizer
-
     def propose(later_infill):
-        optimizer = MBOOptimizer(space, settings(mode="async", propose_points=12, random_lambda=True,
-                                                 later_infill=later_infill))
+        optimizer = mbo(space, mode="async", propose_points=12, random_lambda=True, later_infill=later_infill)
         optimizer.set_budget(60, 16)
         design = optimizer.design(16, 3)
         optimizer.tell([(p, y(p)) for p in design])

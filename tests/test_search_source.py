@@ -244,12 +244,18 @@ def test_the_cost_fit_recovers_the_curve_it_was_measured_from():
         assert fitted[kind] == pytest.approx(weights, rel=0.15, abs=2e-4)
 
 
+def free_calls(**weights):
+    """A cost model where every call is free but the ``weights`` given."""
+    import cost_model
+
+    return cost_model.CostModel(dict({kind: [0.0] * len(names) for kind, names in cost_model.FEATURES.items()},
+                                     **weights))
+
+
 def cost_model_sim(propose_weights, workers=64, budget=256):
     import cost_model
 
-    weights = {kind: [0.0] * len(names) for kind, names in cost_model.FEATURES.items()}
-    weights["propose"] = propose_weights
-    model = cost_model.CostModel(weights)
+    model = free_calls(propose=propose_weights)
     made = []
 
     def make(index):
@@ -275,10 +281,8 @@ def test_a_cost_model_simulation_charges_the_fitted_cost_on_the_virtual_clock():
 def test_the_stand_in_keeps_the_warm_up_and_the_estimate_rule_of_the_r_side():
     import cost_model
 
-    weights = {kind: [0.0] * len(names) for kind, names in cost_model.FEATURES.items()}
-    weights["random"] = [1.0, 0.0]
-    weights["propose"] = [10.0, 0.0, 0.0, 0.0, 100.0]
-    optimizer = cost_model.StandIn(cost_model.CostModel(weights), "hartmann6", 1)
+    model = free_calls(random=[1.0, 0.0, 0.0], propose=[10.0, 0.0, 0.0, 0.0, 100.0])
+    optimizer = cost_model.StandIn(model, "hartmann6", 1)
     design = optimizer.design(40, 1)
     optimizer.tell([(p, 1.0) for p in design[:19]])
     optimizer.propose(2, 1)

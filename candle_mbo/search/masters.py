@@ -46,6 +46,22 @@ _FAULT = os.environ.get("CANDLE_MBO_INJECT_FAULT", "")
 _SLOW_PROPOSAL = float(_FAULT.split(":")[1]) if _FAULT.startswith("slow-proposal:") else 0.0
 
 
+def merge_following_tells(items, take_next, tell_items):
+    """``items`` plus those of the tells queued right behind them, so that results that piled up while a
+    master was busy are told in one optimizer call (each call has a fixed cost). ``take_next()``: the next
+    queued call or message, or None; ``tell_items(it)``: its results if it is a tell, else None. Returns
+    the results and the first queued thing that is not a tell (to be handled next), or None."""
+    items = list(items)
+    while True:
+        following = take_next()
+        if following is None:
+            return items, None
+        more = tell_items(following)
+        if more is None:
+            return items, following
+        items += more
+
+
 class MasterLogic:
     """One optimizer plus the bookkeeping that maps run ids to its own Proposal objects.
 
@@ -175,17 +191,7 @@ class LocalMaster:
             call, held = held or self._calls.get(), None
             fn, args, box, done = call
             if self.logic is not None and fn == self.logic.tell and done is None:
-                # results that queued up behind a proposal: told in one R call (each call has a fixed cost)
-                items = list(args[0])
-                while held is None:
-                    try:
-                        following = self._calls.get_nowait()
-                    except queue.Empty:
-                        break
-                    if following[0] == self.logic.tell and following[3] is None:
-                        items += following[1][0]
-                    else:
-                        held = following
+                items, held = merge_following_tells(args[0], self._next_call, self._tell_items)
                 args = (items,)
             try:
                 box.append((True, fn(*args)))
@@ -195,6 +201,16 @@ class LocalMaster:
                     self._errors.append(exc)
             if done is not None:
                 done.set()
+
+    def _next_call(self):
+        try:
+            return self._calls.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _tell_items(self, call):
+        fn, args, _, done = call
+        return args[0] if fn == self.logic.tell and done is None else None
 
     def submit(self, fn, *args):
         """Queue ``fn(*args)`` on the thread; returns ``(box, event)`` to collect its result."""
@@ -382,14 +398,9 @@ def optimizer_rank(link, settings, make_optimizer, master=0):
             continue
         kind, payload = received[1]
         backoff.reset()
-        while kind == "tell" and held is None:  # results that queued up: told in one call
-            following = link.poll(master)
-            if following is None:
-                break
-            if following[1][0] == "tell":
-                payload = list(payload) + list(following[1][1])
-            else:
-                held = following
+        if kind == "tell":
+            payload, held = merge_following_tells(payload, lambda: link.poll(master),
+                                                  lambda message: message[1][1] if message[1][0] == "tell" else None)
         if kind == "stop":
             break
         if logic is None:
